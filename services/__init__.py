@@ -1,0 +1,1 @@
+"""lavoro services: one package each, sharing only the chassis in `shared/`."""

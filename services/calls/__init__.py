@@ -1,0 +1,1 @@
+"""The calls service (see its issue; not built yet)."""

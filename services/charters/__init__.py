@@ -1,0 +1,1 @@
+"""The charters service (see its issue; not built yet)."""

@@ -1,0 +1,1 @@
+"""The ledger service (see its issue; not built yet)."""

@@ -1,0 +1,1 @@
+"""The safeguarding service (see its issue; not built yet)."""

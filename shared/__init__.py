@@ -1,0 +1,1 @@
+"""The lavoro chassis: event log, relay, inbox, projections, edge and wiring shared by every service."""

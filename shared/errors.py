@@ -1,0 +1,83 @@
+"""Domain and chassis errors, and the one table that maps them to HTTP status codes.
+
+Services raise these (or subclasses); the HTTP edge turns any of them into
+`{"error": code, "message": ..., "fields": {...}}` with the status below. No service has its own
+try/except copy of this mapping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LavoroError(Exception):
+    """Base of every error the edge knows how to show. `code` is stable and machine-readable."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, fields: dict[str, Any] | None = None, **details: Any):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+        self.details = details
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message, "fields": self.fields}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(LavoroError):
+    status = 422
+    code = "invalid_input"
+
+
+class NotFound(LavoroError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(LavoroError):
+    """A rule of the domain refuses the command in the current state (409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class RuleViolation(Conflict):
+    """A named invariant would break; `details` carries the figures."""
+
+    code = "rule_violated"
+
+
+class ConcurrencyError(Conflict):
+    """The stream moved on since it was read: the caller reloads and decides again."""
+
+    code = "concurrency_conflict"
+
+    def __init__(self, stream: str, expected: int, actual: int):
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, not {expected}",
+            stream=stream,
+            expected_version=expected,
+            actual_version=actual,
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class Unauthorized(LavoroError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(LavoroError):
+    status = 403
+    code = "forbidden"
+
+
+def status_of(error: BaseException) -> int:
+    return error.status if isinstance(error, LavoroError) else 500
