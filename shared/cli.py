@@ -10,7 +10,9 @@ from shared.db import default_url, make_engine, migrate
 from shared.eventlog import EventLog
 
 app = typer.Typer(help="lavoro: Bologna's work plan, event-sourced.", no_args_is_help=True)
-audit = typer.Typer(help="Verify and export a service's hash-chained event log.", no_args_is_help=True)
+audit = typer.Typer(
+    help="Verify and export a service's hash-chained event log.", no_args_is_help=True
+)
 app.add_typer(audit, name="audit")
 
 SERVICES = ("placement", "calls", "safeguarding", "charters", "ledger")
@@ -34,7 +36,9 @@ def audit_verify(
     """
     result = _log(service).verify()
     if result.ok:
-        typer.echo(f"{service}: OK, {result.checked} events, head {result.head_position} {result.head_hash}")
+        typer.echo(
+            f"{service}: OK, {result.checked} events, head {result.head_position} {result.head_hash}"
+        )
         return
     typer.echo(f"{service}: BROKEN at position {result.broken_at}: {result.reason}", err=True)
     raise typer.Exit(1)
