@@ -9,6 +9,7 @@ from typing import TypeVar
 import eventlet
 
 T = TypeVar("T")
+POLL_INTERVAL = 0.01
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
@@ -20,4 +21,4 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, message: str = "
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        eventlet.sleep(0.01)  # yield to the greenlets doing the work, then look again
+        eventlet.sleep(POLL_INTERVAL)  # yield to the greenlets doing the work, then look again
