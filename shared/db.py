@@ -63,7 +63,7 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
         connect_args["options"] = f"-csearch_path={schema}"
         with sa.create_engine(url).begin() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_pre_ping", False)
     engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
     engine.info_schema = schema  # type: ignore[attr-defined]
     return engine
@@ -84,7 +84,8 @@ def _setup_sqlite(engine: Engine) -> None:
     @sa_event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         immediate = conn.get_execution_options().get("immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: this runs once a transaction, on the append path.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def is_sqlite(engine: Engine) -> bool:

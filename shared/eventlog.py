@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from json.encoder import encode_basestring as _encode_string  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from shared import tables as t
 from shared.canonical import canonical
-from shared.clock import Clock, SystemClock, as_utc, format_ts
+from shared.clock import UTC, Clock, SystemClock, as_utc, format_ts
 from shared.db import is_sqlite, write_transaction
 from shared.errors import ConcurrencyError
 
@@ -43,7 +44,7 @@ class NewEvent:
     occurred_at: dt.datetime | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class RecordedEvent:
     position: int
     id: str
@@ -177,6 +178,111 @@ def envelope_of(
     }
 
 
+def _json_str(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+def envelope_text(
+    position: int,
+    id: str,
+    stream: str,
+    version: int,
+    type: str,
+    schema_version: int,
+    data_json: str,
+    correlation_id: str | None,
+    causation_id: str | None,
+    actor: str | None,
+    occurred_at: str,
+    recorded_at: str,
+) -> str:
+    """JCS of the envelope, written member by member in JCS order, with `data_json` (the JCS of
+    the data) spliced in. Equal to `canonical(envelope_of(...))` (a hypothesis test holds them
+    equal): strings are escaped as JSON.stringify does, integers are positions and versions far
+    below 2**53, timestamps are ASCII. A lone surrogate fails at UTF-8 encoding, as in JCS."""
+    return (
+        f'{{"actor":{_json_str(actor)},"causation_id":{_json_str(causation_id)},'
+        f'"correlation_id":{_json_str(correlation_id)},"data":{data_json},"id":{_json_str(id)},'
+        f'"occurred_at":"{occurred_at}","position":{position},"recorded_at":"{recorded_at}",'
+        f'"schema_version":{schema_version},"stream":{_json_str(stream)},"type":{_json_str(type)},'
+        f'"version":{version}}}'
+    )
+
+
+def _digest(prev_hash: str, envelope_json: str) -> str:
+    return hashlib.sha256((prev_hash + envelope_json).encode("utf-8")).hexdigest()
+
+
+class _Sql:
+    """The append path's statements as driver SQL, per dialect: SQLAlchemy's statement
+    compilation cost more than the database work on this path (measured in `make bench`)."""
+
+    COLUMNS = (
+        "position, id, stream, version, type, schema_version, data, correlation_id, "
+        "causation_id, actor, occurred_at, recorded_at, prev_hash, hash"
+    )
+
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+        self.p = p = "?" if self.sqlite else "%s"
+        self.begin_append = (
+            "SELECT h.position, h.hash, "
+            f"(SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = {p}), "
+            "c.first_position, c.last_position, c.command_id IS NOT NULL "
+            f"FROM log_head h LEFT JOIN commands c ON c.command_id = {p} "
+            f"WHERE h.id = 1{' FOR UPDATE OF h' if not self.sqlite else ''}"
+        )
+        self._row = "(" + ", ".join([p] * 14) + ")"
+        self._insert_events = f"INSERT INTO events ({self.COLUMNS}) VALUES "
+        self._move_head = f"UPDATE log_head SET position = {p}, hash = {p} WHERE id = 1"
+        self._insert_command = (
+            "INSERT INTO commands (command_id, stream, first_position, last_position, recorded_at) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p})"
+        )
+
+    def read_time(self, value: Any) -> dt.datetime:
+        if self.sqlite:
+            return dt.datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+    def stored_time(self, value: dt.datetime) -> Any:
+        # What SQLAlchemy's SQLite DateTime stores (and UTCDateTime reads back): naive UTC text.
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self.sqlite else value
+
+    def write(
+        self,
+        cur: Any,
+        rows: list[tuple[Any, ...]],
+        head: tuple[int, str] | None,
+        command: tuple[Any, ...] | None,
+    ) -> None:
+        """Insert the events, move the head, record the command."""
+        if self.sqlite:  # in-process: several statements cost little
+            if rows:
+                cur.executemany(self._insert_events + self._row, rows)
+                cur.execute(self._move_head, head)
+            if command:
+                cur.execute(self._insert_command, command)
+            return
+        # PostgreSQL: one round trip, one multi-row INSERT (psycopg2's executemany is a round
+        # trip a row) with the head move and the command row as data-modifying CTEs.
+        parts: list[str] = []
+        params: list[Any] = []
+        if rows:
+            parts.append("e AS (" + self._insert_events + ", ".join([self._row] * len(rows)) + ")")
+            params.extend(value for row in rows for value in row)
+        if command:
+            parts.append("c AS (" + self._insert_command + ")")
+            params.extend(command)
+        if head:
+            statement = self._move_head
+            params.extend(head)
+        else:
+            statement = "SELECT 1"
+        prefix = ("WITH " + ", ".join(parts) + " ") if parts else ""
+        cur.execute(prefix + statement, params)
+
+
 def chain_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
     """SHA-256(ASCII(prev_hash) ‖ JCS(envelope)), lowercase hex."""
     digest = hashlib.sha256(prev_hash.encode("ascii"))
@@ -234,6 +340,7 @@ class EventLog:
         self.clock = clock or SystemClock()
         self.upcasters = upcasters or Upcasters()
         self.projections = list(projections)
+        self._sql = _Sql(engine.dialect.name)
         # PostgreSQL NOTIFY channel that wakes relays in other processes after each commit.
         self.notify_channel = notify_channel
         self._listeners: list[Callable[[int], None]] = []
@@ -308,149 +415,172 @@ class EventLog:
         correlation_id: str | None,
         causation_id: str | None,
     ) -> AppendResult:
-        head_query = sa.select(t.log_head.c.position, t.log_head.c.hash).where(t.log_head.c.id == 1)
-        if not is_sqlite(self.engine):
-            head_query = head_query.with_for_update()
-        head_position, head_hash = conn.execute(head_query).one()
-
-        if command_id is not None:
-            seen = conn.execute(
-                sa.select(t.commands.c.first_position, t.commands.c.last_position).where(
-                    t.commands.c.command_id == command_id
-                )
-            ).first()
-            if seen is not None:
-                first, last = seen
-                earlier = [] if first is None else list(self._read_range(conn, first, last))
-                return AppendResult(earlier, duplicate=True)
-
-        current = conn.execute(
-            sa.select(sa.func.coalesce(sa.func.max(t.events.c.version), 0)).where(
-                t.events.c.stream == stream
-            )
-        ).scalar_one()
+        sql = self._sql
+        # The DBAPI cursor of the transaction's own connection: same transaction, none of
+        # SQLAlchemy's per-statement cost on the hottest path.
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        # One round trip: lock the head, read the stream's version and any earlier run of this
+        # command.
+        cur.execute(sql.begin_append, (stream, command_id))
+        head_position, head_hash, current, first, last, seen = cur.fetchone()
+        if seen:
+            earlier = [] if first is None else list(self._read_range(conn, first, last))
+            return AppendResult(earlier, duplicate=True)
         if expected_version != ANY_VERSION and current != expected_version:
             raise ConcurrencyError(stream, expected_version, current)
 
-        now = self.clock.now()
+        now = as_utc(self.clock.now())
+        stored_now = sql.stored_time(now)
+        now_text = format_ts(now)
         recorded: list[RecordedEvent] = []
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         prev = head_hash
-        for offset, new in enumerate(events, start=1):
+        position, version = head_position, current
+        for new in events:
+            position += 1
+            version += 1
             event_id = new.id or str(uuid.uuid4())
-            occurred = new.occurred_at or now
-            envelope = envelope_of(
-                head_position + offset,
-                event_id,
-                stream,
-                current + offset,
-                new.type,
-                new.schema_version,
-                new.data,
-                correlation_id,
-                causation_id,
-                actor,
-                occurred,
-                now,
+            occurred = as_utc(new.occurred_at) if new.occurred_at else now
+            data_json = canonical(new.data)
+            digest = _digest(
+                prev,
+                envelope_text(
+                    position,
+                    event_id,
+                    stream,
+                    version,
+                    new.type,
+                    new.schema_version,
+                    data_json,
+                    correlation_id,
+                    causation_id,
+                    actor,
+                    now_text if occurred is now else format_ts(occurred),
+                    now_text,
+                ),
             )
-            digest = chain_hash(prev, envelope)
             rows.append(
-                {
-                    "position": head_position + offset,
-                    "id": event_id,
-                    "stream": stream,
-                    "version": current + offset,
-                    "type": new.type,
-                    "schema_version": new.schema_version,
-                    "data": canonical(new.data),
-                    "correlation_id": correlation_id,
-                    "causation_id": causation_id,
-                    "actor": actor,
-                    "occurred_at": occurred,
-                    "recorded_at": now,
-                    "prev_hash": prev,
-                    "hash": digest,
-                }
+                (
+                    position,
+                    event_id,
+                    stream,
+                    version,
+                    new.type,
+                    new.schema_version,
+                    data_json,
+                    correlation_id,
+                    causation_id,
+                    actor,
+                    stored_now if occurred is now else sql.stored_time(occurred),
+                    stored_now,
+                    prev,
+                    digest,
+                )
             )
             recorded.append(
                 RecordedEvent(
-                    head_position + offset,
+                    position,
                     event_id,
                     stream,
-                    current + offset,
+                    version,
                     new.type,
                     new.schema_version,
                     new.data,
                     correlation_id,
                     causation_id,
                     actor,
-                    as_utc(occurred),
-                    as_utc(now),
+                    occurred,
+                    now,
                     prev,
                     digest,
                 )
             )
             prev = digest
-        if rows:
-            conn.execute(t.events.insert(), rows)
-            conn.execute(
-                t.log_head.update()
-                .where(t.log_head.c.id == 1)
-                .values(position=rows[-1]["position"], hash=prev)
-            )
+        command_row = None
         if command_id is not None:
-            conn.execute(
-                t.commands.insert().values(
-                    command_id=command_id,
-                    stream=stream,
-                    first_position=rows[0]["position"] if rows else None,
-                    last_position=rows[-1]["position"] if rows else None,
-                    recorded_at=now,
-                )
+            command_row = (
+                command_id,
+                stream,
+                rows[0][0] if rows else None,
+                position if rows else None,
+                stored_now,
             )
+        sql.write(cur, rows, (position, prev) if rows else None, command_row)
         return AppendResult(recorded, duplicate=False)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _row_to_event(self, row: Any, *, upcast: bool = True) -> RecordedEvent:
-        data = json.loads(row.data)
-        schema_version = row.schema_version
-        if upcast:
-            schema_version, data = self.upcasters.upcast(row.type, schema_version, data)
-        return RecordedEvent(
-            row.position,
-            row.id,
-            row.stream,
-            row.version,
-            row.type,
-            schema_version,
-            data,
-            row.correlation_id,
-            row.causation_id,
-            row.actor,
-            row.occurred_at,
-            row.recorded_at,
-            row.prev_hash,
-            row.hash,
-        )
+    def _rows_to_events(
+        self, rows: Iterable[Sequence[Any]], upcast: bool = True
+    ) -> list[RecordedEvent]:
+        """Rows in `_Sql.COLUMNS` order to events; the replay hot path, so no SQLAlchemy here."""
+        to_time = self._sql.read_time
+        steps = self.upcasters._steps if upcast else {}
+        loads = json.loads
+        events = []
+        for row in rows:
+            data = loads(row[6])
+            schema_version = row[5]
+            if steps and (row[4], schema_version) in steps:
+                schema_version, data = self.upcasters.upcast(row[4], schema_version, data)
+            events.append(
+                RecordedEvent(
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    schema_version,
+                    data,
+                    row[7],
+                    row[8],
+                    row[9],
+                    to_time(row[10]),
+                    to_time(row[11]),
+                    row[12],
+                    row[13],
+                )
+            )
+        return events
+
+    def _select(
+        self,
+        conn: Connection | None,
+        where: str,
+        params: Sequence[Any],
+        order: str,
+        limit: int | None = None,
+        upcast: bool = True,
+    ) -> list[RecordedEvent]:
+        statement = f"SELECT {self._sql.COLUMNS} FROM events WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            statement += f" LIMIT {int(limit)}"
+        if conn is not None:
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cur.execute(statement, tuple(params))
+            return self._rows_to_events(cur.fetchall(), upcast)
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute(statement, tuple(params))
+            rows = cur.fetchall()
+            cur.close()
+            raw.commit()  # end the read transaction PostgreSQL opened
+        finally:
+            raw.close()
+        return self._rows_to_events(rows, upcast)
 
     def _read_range(self, conn: Connection, first: int, last: int) -> Iterator[RecordedEvent]:
-        rows = conn.execute(
-            sa.select(t.events)
-            .where(t.events.c.position.between(first, last))
-            .order_by(t.events.c.position)
+        p = self._sql.p
+        yield from self._select(
+            conn, f"position >= {p} AND position <= {p}", (first, last), "position"
         )
-        for row in rows:
-            yield self._row_to_event(row)
 
     def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.events)
-                .where(t.events.c.stream == stream, t.events.c.version > after_version)
-                .order_by(t.events.c.version)
-            ).all()
-        return [self._row_to_event(row) for row in rows]
+        p = self._sql.p
+        return self._select(
+            None, f"stream = {p} AND version > {p}", (stream, after_version), "version"
+        )
 
     def read_page(
         self,
@@ -461,14 +591,18 @@ class EventLog:
         types: Iterable[str] | None = None,
         upcast: bool = True,
     ) -> list[RecordedEvent]:
-        query = sa.select(t.events).where(t.events.c.position > after)
+        p = self._sql.p
+        where, params = f"position > {p}", [after]
         if until is not None:
-            query = query.where(t.events.c.recorded_at <= until)
+            where += f" AND recorded_at <= {p}"
+            params.append(self._sql.stored_time(as_utc(until)))
         if types is not None:
-            query = query.where(t.events.c.type.in_(list(types)))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.events.c.position).limit(limit)).all()
-        return [self._row_to_event(row, upcast=upcast) for row in rows]
+            wanted = list(types)
+            if not wanted:
+                return []
+            where += " AND type IN (" + ", ".join([p] * len(wanted)) + ")"
+            params.extend(wanted)
+        return self._select(None, where, params, "position", limit, upcast)
 
     def read_all(
         self,

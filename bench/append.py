@@ -1,0 +1,107 @@
+"""Append throughput (events/s), 1 and 100 events per transaction, on SQLite and PostgreSQL,
+against the `eventsourcing` library's application save on the same database."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+from bench.common import PG_URL, drop_schema, emit, figure, fresh_schema, timed
+from shared.db import make_engine, migrate
+from shared.eventlog import EventLog, NewEvent
+
+ONE = int(os.environ.get("BENCH_APPEND_ONE", "2000"))
+BATCHES = int(os.environ.get("BENCH_APPEND_BATCHES", "100"))
+
+
+def ours(engine, per_tx: int, transactions: int) -> float:
+    migrate(engine)
+    log = EventLog(engine)
+    payload = {"amount": "1250.00", "line": "employment_services", "reference": "conv-2024-001"}
+    version = 0
+
+    def run() -> None:
+        nonlocal version
+        for _ in range(transactions):
+            log.append("bench-1", version, [NewEvent("payment_disbursed", payload)] * per_tx)
+            version += per_tx
+
+    seconds = timed(run)
+    assert log.head()[0] == per_tx * transactions
+    return per_tx * transactions / seconds
+
+
+class Account(Aggregate):
+    """The anchor's aggregate: the same payload as ours, one event per disbursement."""
+
+    @event("Opened")
+    def __init__(self) -> None:
+        pass
+
+    @event("PaymentDisbursed")
+    def disburse(self, amount: str, line: str, reference: str) -> None:
+        pass
+
+
+def anchor(env: dict[str, str], per_tx: int, transactions: int) -> float:
+    app = Application(env=env)
+    account = Account()
+    app.save(account)
+
+    def run() -> None:
+        for _ in range(transactions):
+            for _ in range(per_tx):
+                account.disburse("1250.00", "employment_services", "conv-2024-001")
+            app.save(account)
+
+    seconds = timed(run)
+    return per_tx * transactions / seconds
+
+
+def main() -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for per_tx, transactions in ((1, ONE), (100, BATCHES)):
+            db = Path(tmp) / f"ours{per_tx}.db"
+            value = ours(make_engine(f"sqlite:///{db}"), per_tx, transactions)
+            es_env = {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(Path(tmp) / f"es{per_tx}.db"),
+            }
+            results[f"append_sqlite_{per_tx}"] = figure(
+                value, "events/s", anchor(es_env, per_tx, transactions)
+            )
+
+    for per_tx, transactions in ((1, ONE), (100, BATCHES)):
+        schema = fresh_schema("bench_append")
+        es_schema = fresh_schema("bench_es")
+        try:
+            value = ours(make_engine(PG_URL, schema=schema), per_tx, transactions)
+            from sqlalchemy.engine import make_url
+
+            url = make_url(PG_URL)
+            make_engine(PG_URL, schema=es_schema).dispose()  # creates the schema
+            es_env = {
+                "PERSISTENCE_MODULE": "eventsourcing.postgres",
+                "POSTGRES_DBNAME": url.database or "test",
+                "POSTGRES_HOST": url.host or "127.0.0.1",
+                "POSTGRES_PORT": str(url.port or 5432),
+                "POSTGRES_USER": url.username or "postgres",
+                "POSTGRES_PASSWORD": url.password or "",
+                "POSTGRES_SCHEMA": es_schema,
+            }
+            results[f"append_postgres_{per_tx}"] = figure(
+                value, "events/s", anchor(es_env, per_tx, transactions)
+            )
+        finally:
+            drop_schema(schema)
+            drop_schema(es_schema)
+    emit(results)
+
+
+if __name__ == "__main__":
+    main()
