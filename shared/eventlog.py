@@ -589,10 +589,18 @@ class EventLog:
         *,
         until: dt.datetime | None = None,
         types: Iterable[str] | None = None,
+        upto: int | None = None,
         upcast: bool = True,
+        conn: Connection | None = None,
     ) -> list[RecordedEvent]:
+        """Up to `limit` events after position `after` (and at most `upto`), recorded by `until`,
+        of the given `types`. With `conn`, on that connection (inside its transaction)."""
         p = self._sql.p
-        where, params = f"position > {p}", [after]
+        where = f"position > {p}"
+        params: list[Any] = [after]
+        if upto is not None:
+            where += f" AND position <= {p}"
+            params.append(upto)
         if until is not None:
             where += f" AND recorded_at <= {p}"
             params.append(self._sql.stored_time(as_utc(until)))
@@ -602,7 +610,7 @@ class EventLog:
                 return []
             where += " AND type IN (" + ", ".join([p] * len(wanted)) + ")"
             params.extend(wanted)
-        return self._select(None, where, params, "position", limit, upcast)
+        return self._select(conn, where, params, "position", limit, upcast)
 
     def read_all(
         self,
