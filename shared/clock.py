@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Protocol
 
 UTC = dt.UTC
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class Clock(Protocol):
@@ -44,7 +43,12 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 
 def format_ts(value: dt.datetime) -> str:
     """RFC 3339 in UTC with microseconds and `Z`: `2024-03-01T09:30:00.000000Z`."""
-    return as_utc(value).strftime(_FORMAT)
+    v = as_utc(value)
+    # By hand: strftime("%Y") does not pad years below 1000 to four digits.
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
 
 
 def parse_ts(text: str) -> dt.datetime:

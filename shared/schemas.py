@@ -1,0 +1,389 @@
+"""The marshmallow base every service's schemas build on: money, time, personal data, 422 bodies.
+
+Schemas validate and convert at the edges only (HTTP, RPC, event payloads); inside, code works
+with `Decimal` and aware UTC `datetime`s. The fields here fix the project's wire conventions once:
+
+- `Money`: euros as a JSON string with at most two decimal places (`"12.50"`), or an integer;
+  never a float, never NaN/Infinity, negative only when the field says so. Loads a `Decimal`
+  quantized to cents, dumps `"12.50"`.
+- `UtcDateTime`: an RFC 3339 timestamp with an offset (a naive one is refused, never guessed);
+  loads an aware UTC `datetime`, dumps the log's one textual form (`shared.clock.format_ts`).
+- `LocalDate`: a calendar date, `YYYY-MM-DD` and nothing else.
+- `Personal(field)`: marks personal data. `shared.crypto` finds these fields by introspecting the
+  schema and seals them per person before they enter an event (crypto-shredding); a personal
+  field loads and dumps `ERASED` unchanged, so an erased event still passes its own schema.
+
+`Schema` refuses unknown keys; `invalid_input(error)` turns marshmallow's `ValidationError` into
+the chassis' `InvalidInput` (422, `{"error", "message", "fields"}`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import ValidationError, fields
+
+from shared.clock import UTC, format_ts
+from shared.errors import InvalidInput
+
+__all__ = [
+    "ERASED",
+    "CENTS",
+    "LocalDate",
+    "Money",
+    "Personal",
+    "Schema",
+    "UtcDateTime",
+    "ValidationError",
+    "error_body",
+    "format_money",
+    "invalid_input",
+    "is_personal",
+    "load_input",
+    "map_personal",
+    "parse_money",
+    "personal_paths",
+]
+
+# What a personal value reads as once its person's key is gone (ARCHITECTURE.md, "Personal data").
+ERASED = "[erased]"
+CENTS = decimal.Decimal("0.01")
+# \d is ASCII-only here (re.ASCII): Decimal would also read Arabic-Indic and other digits.
+# Fifteen integer digits (up to 999 trillion euros) is far above any budget this system handles and
+# keeps every amount exact within Decimal's default 28-digit context, so quantize can never fail.
+MAX_INTEGER_DIGITS = 15
+# Our own context, so that a caller's changed thread context can never alter an amount.
+_CONTEXT = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN)
+_MONEY_TEXT = re.compile(r"-?\d+(?:\.\d{1,2})?", re.ASCII)
+_MANY_PLACES = re.compile(r"-?\d+\.\d{3,}", re.ASCII)
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?",
+    re.ASCII,
+)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+# -- money ---------------------------------------------------------------------------------------
+
+
+def parse_money(value: Any, *, allow_negative: bool = False) -> decimal.Decimal:
+    """`value` (a string like "12.50", an int, or a Decimal) as euros quantized to cents.
+
+    Raises ValueError with a message fit for a person: a float (money is never binary floating
+    point), more than two decimal places (no silent rounding), NaN/Infinity, a malformed text,
+    an absurdly large amount, or a negative amount unless `allow_negative`.
+    """
+    if isinstance(value, bool):  # bool is an int to Python, never an amount to a person
+        raise ValueError('not an amount: give a string such as "12.50"')
+    if isinstance(value, float):
+        raise ValueError(
+            'amounts are never floats: send a string such as "12.50" (a JSON number with a '
+            "fraction cannot hold cents exactly)"
+        )
+    if isinstance(value, int):
+        amount = decimal.Decimal(value)
+    elif isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise ValueError("NaN and Infinity are not amounts")
+        amount = value
+    elif isinstance(value, str):
+        if value.strip().lower().lstrip("+-") in {"nan", "snan", "inf", "infinity"}:
+            raise ValueError("NaN and Infinity are not amounts")
+        if _MONEY_TEXT.fullmatch(value) is None:
+            if _MANY_PLACES.fullmatch(value):
+                raise ValueError(f"at most two decimal places (cents): {value} has more")
+            raise ValueError(f'not an amount: {value!r}; write euros such as "12.50"')
+        amount = decimal.Decimal(value)
+    else:
+        raise ValueError(f'not an amount: {type(value).__name__}; give a string such as "12.50"')
+
+    if amount.is_zero():
+        return decimal.Decimal("0.00")  # "-0.00" is zero, not a negative amount
+    if amount.adjusted() >= MAX_INTEGER_DIGITS:
+        raise ValueError(f"amount too large: at most {MAX_INTEGER_DIGITS} digits before the point")
+    cents = amount.quantize(CENTS, context=_CONTEXT)
+    if cents != amount:
+        raise ValueError(f"at most two decimal places (cents): {value} would have to be rounded")
+    if cents < 0 and not allow_negative:
+        raise ValueError(f"must not be negative: {value}")
+    return cents
+
+
+def format_money(value: decimal.Decimal | int) -> str:
+    """`Decimal("12.5")` -> `"12.50"`. Refuses what would need rounding or is not money."""
+    if isinstance(value, bool) or not isinstance(value, decimal.Decimal | int):
+        raise TypeError(f"money is a Decimal or an int, not {type(value).__name__}")
+    return format(parse_money(value, allow_negative=True), "f")
+
+
+class Money(fields.Field[decimal.Decimal]):
+    """Euros: loads a `Decimal` quantized to cents from `"12.50"` or `12`; dumps `"12.50"`."""
+
+    default_error_messages = {"invalid": "{reason}."}
+
+    def __init__(self, *, allow_negative: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allow_negative = allow_negative
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> decimal.Decimal:
+        try:
+            return parse_money(value, allow_negative=self.allow_negative)
+        except ValueError as error:
+            raise self.make_error("invalid", reason=_capitalised(str(error))) from error
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return format_money(value)
+
+
+# -- time ----------------------------------------------------------------------------------------
+
+
+class UtcDateTime(fields.Field[dt.datetime]):
+    """An instant: RFC 3339 with an offset in, aware UTC `datetime` out, `format_ts` text on dump.
+
+    Digits past microseconds are truncated: Python's datetime stops there, and nothing in this
+    domain happens at sub-microsecond precision.
+    """
+
+    default_error_messages = {
+        "invalid": 'Not an RFC 3339 timestamp: give one such as "2024-03-01T09:30:00Z".',
+        "naive": (
+            "A timestamp needs a UTC offset (Z or +01:00): a time without one is ambiguous "
+            "and is refused."
+        ),
+    }
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise self.make_error("naive")
+            return value.astimezone(UTC)
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        match = _RFC3339.fullmatch(value)
+        if match is None:
+            raise self.make_error("invalid")
+        day, clock, fraction, offset = match.groups()
+        if offset is None:
+            raise self.make_error("naive")
+        fraction = (fraction or "")[:7]  # "." and at most six digits
+        offset = "+00:00" if offset in ("Z", "z") else offset
+        try:
+            parsed = dt.datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}")
+        except ValueError as error:  # 2024-02-30, 25:00, a leap second
+            raise self.make_error("invalid") from error
+        return parsed.astimezone(UTC)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return format_ts(value)
+
+
+class LocalDate(fields.Field[dt.date]):
+    """A calendar date (a deadline, a birth date): exactly `YYYY-MM-DD`."""
+
+    default_error_messages = {"invalid": 'Not a date: give one such as "2024-03-01".'}
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> dt.date:
+        if isinstance(value, dt.datetime):  # a datetime is a date to Python; not to us
+            raise self.make_error("invalid")
+        if isinstance(value, dt.date):
+            return value
+        if not isinstance(value, str) or _DATE.fullmatch(value) is None:
+            raise self.make_error("invalid")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as error:
+            raise self.make_error("invalid") from error
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else value.isoformat()
+
+
+# -- personal data -------------------------------------------------------------------------------
+
+
+class Personal(fields.Field[Any]):
+    """Personal data (name, tax code, contacts, vulnerability): `Personal(fields.String())`.
+
+    Validates and converts exactly as the wrapped field does; `shared.crypto` seals the dumped
+    value per person before it enters an event. `ERASED` loads and dumps as itself, so a read
+    model rebuilt after an erasure can still load the event through its schema.
+    `metadata={"personal": True}` on any field marks it too, without the `ERASED` pass-through.
+    """
+
+    def __init__(self, inner: fields.Field[Any] | type[fields.Field[Any]], **kwargs: Any) -> None:
+        metadata = {**kwargs.pop("metadata", {}), "personal": True}
+        super().__init__(metadata=metadata, **kwargs)
+        self.inner: fields.Field[Any] = inner() if isinstance(inner, type) else inner
+
+    def _bind_to_schema(self, field_name: str, parent: ma.Schema | fields.Field[Any]) -> None:
+        super()._bind_to_schema(field_name, parent)
+        self.inner._bind_to_schema(field_name, self)
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Any:
+        if isinstance(value, str) and value == ERASED:
+            return ERASED
+        return self.inner.deserialize(value, attr, data, **kwargs)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str) and value == ERASED:
+            return ERASED
+        return self.inner._serialize(value, attr, obj, **kwargs)
+
+
+def is_personal(field: fields.Field[Any]) -> bool:
+    return isinstance(field, Personal) or bool(field.metadata.get("personal"))
+
+
+def _nested_schema(field: fields.Field[Any]) -> tuple[ma.Schema, bool] | None:
+    """(schema, many) of a Nested field, or of a List of Nested; None for anything else."""
+    if isinstance(field, fields.Nested):
+        return field.schema, bool(field.many)
+    if isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+        return field.inner.schema, True
+    return None
+
+
+def _key(name: str, field: fields.Field[Any]) -> str:
+    return field.data_key or name
+
+
+def personal_paths(schema: ma.Schema) -> list[str]:
+    """The JSON paths of every personal field: `name`, `address.street`, `children[].name`."""
+    paths: list[str] = []
+    for name, field in schema.fields.items():
+        key = _key(name, field)
+        if is_personal(field):
+            paths.append(key)
+        elif isinstance(field, fields.List) and is_personal(field.inner):
+            paths.append(f"{key}[]")
+        elif (nested := _nested_schema(field)) is not None:
+            sub, many = nested
+            paths.extend(f"{key}{'[]' if many else ''}.{path}" for path in personal_paths(sub))
+    return paths
+
+
+def map_personal(
+    schema: ma.Schema, data: Mapping[str, Any], transform: Callable[[str, Any], Any]
+) -> dict[str, Any]:
+    """A copy of `data` (the dumped, JSON form) with `transform(path, value)` applied to each
+    personal value that is present; Nested schemas and lists of them are walked too.
+
+    A container that should hold personal values but has another shape is an error (ValueError),
+    never skipped: skipping would let plaintext into an event.
+    """
+    out = dict(data)
+    for name, field in schema.fields.items():
+        key = _key(name, field)
+        value = data.get(key)
+        if key not in data:
+            continue
+        if is_personal(field):
+            out[key] = transform(key, value)
+        elif isinstance(field, fields.List) and is_personal(field.inner):
+            if value is not None:
+                out[key] = [transform(f"{key}[]", item) for item in _as_list(key, value)]
+        elif (nested := _nested_schema(field)) is not None and value is not None:
+            sub, many = nested
+            if not personal_paths(sub):
+                continue
+            if many:
+                out[key] = [
+                    _map_nested(sub, item, transform, f"{key}[].") for item in _as_list(key, value)
+                ]
+            else:
+                out[key] = _map_nested(sub, value, transform, f"{key}.")
+    return out
+
+
+def _as_list(path: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{path!r} holds personal data and must be a list, not {value!r}")
+    return value
+
+
+def _map_nested(
+    schema: ma.Schema, data: Any, transform: Callable[[str, Any], Any], prefix: str
+) -> Any:
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{prefix[:-1]!r} holds personal data and must be an object")
+    return map_personal(schema, data, lambda path, value: transform(prefix + path, value))
+
+
+# -- the base schema and the 422 body ------------------------------------------------------------
+
+
+class Schema(ma.Schema):
+    """Base of every lavoro schema: unknown keys are refused (a typo must not pass silently).
+
+    Field order is declaration order (marshmallow 4 always keeps it; `ordered` no longer exists).
+    """
+
+    class Meta:
+        unknown = ma.RAISE
+
+    def personal_fields(self) -> list[str]:
+        """The JSON paths this schema marks personal (see `personal_paths`)."""
+        return personal_paths(self)
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested error dict as `{"a.b.0.c": [messages]}`: one level, each field named."""
+    if isinstance(messages, Mapping):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(_flatten(value, name))
+        return flat
+    if isinstance(messages, list | tuple):
+        if all(isinstance(item, str) for item in messages):
+            return {prefix or "_schema": list(messages)}
+        flat = {}
+        for item in messages:
+            for key, value in _flatten(item, prefix).items():
+                flat.setdefault(key, []).extend(value)
+        return flat
+    return {prefix or "_schema": [str(messages)]}
+
+
+def invalid_input(error: ValidationError) -> InvalidInput:
+    """The chassis' 422 error for a marshmallow `ValidationError`, naming every refused field."""
+    flat = _flatten(error.messages)
+    summary = "; ".join(f"{name}: {' '.join(texts)}" for name, texts in flat.items())
+    return InvalidInput(f"invalid input: {summary}", fields=flat)
+
+
+def error_body(error: ValidationError) -> dict[str, Any]:
+    """`{"error": "invalid_input", "message": ..., "fields": {field: [messages]}}`."""
+    return invalid_input(error).to_body()
+
+
+def load_input(schema: ma.Schema, data: Any) -> Any:
+    """`schema.load(data)`, raising `InvalidInput` (422) instead of `ValidationError`."""
+    try:
+        return schema.load(data)
+    except ValidationError as error:
+        raise invalid_input(error) from error
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
