@@ -43,12 +43,8 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 
 def format_ts(value: dt.datetime) -> str:
     """RFC 3339 in UTC with microseconds and `Z`: `2024-03-01T09:30:00.000000Z`."""
-    v = as_utc(value)
-    # By hand: strftime("%Y") does not pad years below 1000 to four digits.
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-        f".{v.microsecond:06d}Z"
-    )
+    # isoformat pads years below 1000 (strftime("%Y") does not) and is several times faster.
+    return as_utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_ts(text: str) -> dt.datetime:

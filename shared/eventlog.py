@@ -78,6 +78,25 @@ class RecordedEvent:
             self.recorded_at,
         )
 
+    def to_text(self) -> str:
+        """`to_json()` as JSON text: the envelope's JCS with `prev_hash` and `hash` appended (the
+        message body the relay publishes; cheaper than serialising the dict)."""
+        envelope = envelope_text(
+            self.position,
+            self.id,
+            self.stream,
+            self.version,
+            self.type,
+            self.schema_version,
+            canonical(self.data),
+            self.correlation_id,
+            self.causation_id,
+            self.actor,
+            format_ts(self.occurred_at),
+            format_ts(self.recorded_at),
+        )
+        return f'{envelope[:-1]},"prev_hash":"{self.prev_hash}","hash":"{self.hash}"}}'
+
     def to_json(self) -> dict[str, Any]:
         """The envelope plus `prev_hash` and `hash`: one line of an export, one message body."""
         body = self.envelope()
@@ -230,8 +249,16 @@ class _Sql:
             f"(SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = {p}), "
             "c.first_position, c.last_position, c.command_id IS NOT NULL "
             f"FROM log_head h LEFT JOIN commands c ON c.command_id = {p} "
-            f"WHERE h.id = 1{' FOR UPDATE OF h' if not self.sqlite else ''}"
+            "WHERE h.id = 1"
         )
+        if not self.sqlite:
+            # Lock the head first, then read in a second statement: under READ COMMITTED a
+            # statement that waited for the row lock keeps its old snapshot for everything but
+            # the locked row, so a combined statement would miss what the previous holder wrote.
+            # Two statements in one query string still make one round trip.
+            self.begin_append = (
+                "SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE; " + self.begin_append
+            )
         self._row = "(" + ", ".join([p] * 14) + ")"
         self._insert_events = f"INSERT INTO events ({self.COLUMNS}) VALUES "
         self._move_head = f"UPDATE log_head SET position = {p}, hash = {p} WHERE id = 1"
@@ -419,8 +446,8 @@ class EventLog:
         # The DBAPI cursor of the transaction's own connection: same transaction, none of
         # SQLAlchemy's per-statement cost on the hottest path.
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        # One round trip: lock the head, read the stream's version and any earlier run of this
-        # command.
+        # One round trip: lock the head, then read it, the stream's version and any earlier run
+        # of this command.
         cur.execute(sql.begin_append, (stream, command_id))
         head_position, head_hash, current, first, last, seen = cur.fetchone()
         if seen:

@@ -58,7 +58,9 @@ def test_timestamps_are_rfc3339_utc_with_microseconds_even_before_year_1000():
 
     from shared.clock import UTC, format_ts, parse_ts
 
-    assert format_ts(dt.datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "0999-01-02T03:04:05.000006Z"
+    assert (
+        format_ts(dt.datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "0999-01-02T03:04:05.000006Z"
+    )
     stamp = dt.datetime(2024, 3, 1, 10, 30, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert format_ts(stamp) == "2024-03-01T09:30:00.000000Z"
     assert parse_ts("2024-03-01T09:30:00.000000Z") == stamp

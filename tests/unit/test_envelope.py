@@ -68,3 +68,28 @@ def test_hand_written_envelope_equals_rfc8785(
         format_ts(recorded),
     )
     assert text == expected
+
+
+def test_to_text_is_the_json_of_to_json():
+    import json
+
+    from shared.eventlog import RecordedEvent
+
+    stamp = dt.datetime(2024, 3, 1, 9, 30, 0, 120, tzinfo=UTC)
+    event = RecordedEvent(
+        7,
+        "id-1",
+        "award-1",
+        2,
+        "tranche_paid",
+        1,
+        {"amount": "10.00", "è": ["\n"]},
+        None,
+        "c-1",
+        "op",
+        stamp,
+        stamp,
+        "a" * 64,
+        "b" * 64,
+    )
+    assert json.loads(event.to_text()) == event.to_json()
