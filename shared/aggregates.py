@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from shared import tables as t
 from shared.canonical import canonical
+from shared.db import write_transaction
 from shared.eventlog import EventLog, RecordedEvent
 
 S = TypeVar("S")
@@ -86,7 +87,7 @@ def _write_snapshot(
     now = log.clock.now()
     # Snapshots live outside the log and may be replaced: newest wins, an older one never
     # overwrites a newer one (two workers may load the same stream at once).
-    with log.engine.begin() as conn:
+    with write_transaction(log.engine) as conn:
         updated = conn.execute(
             t.snapshots.update()
             .where(t.snapshots.c.stream == stream, t.snapshots.c.version < version)

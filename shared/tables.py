@@ -124,11 +124,13 @@ dead_letters = sa.Table(
     sa.Column("headers", sa.Text, nullable=False),
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
-    # parked: waiting for an operator; retried / skipped: released on purpose.
+    # parked: waiting for an operator; retrying: released by an operator, to be replayed by the
+    # running service; retried / skipped: done.
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("parked_at", UTCDateTime, nullable=False),
     sa.Column("resolved_at", UTCDateTime),
     sa.Index("ix_dead_letters_stream", "source", "stream", "status"),
+    sa.Index("ix_dead_letters_event_id", "event_id"),
 )
 
 checkpoints = sa.Table(

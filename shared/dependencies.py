@@ -1,0 +1,400 @@
+"""The nameko dependency provider through which a service method touches its own database.
+
+`EventStore(projections=[...], upcasters=..., clock=...)` builds ONE EventLog per container (the
+engine from the container config's `DATABASE_URL`, else `default_url(service)`; `DATABASE_SCHEMA`
+isolates a PostgreSQL schema; migrated at setup) and gives each worker a narrow `Store`: `load`,
+`append`, `transaction`, `clock`, and read-only `query`/`read_model`. Never an engine or a session.
+
+Who and what caused an append is filled in from the worker context, not passed by the method:
+- a handler of another service's event (shared/consumer.py): causation = the incoming event's
+  id, correlation = its correlation id (or its id, for the first event of a chain), actor = its
+  actor;
+- any other worker (HTTP, RPC): the context data keys below, which the edge sets (and nameko
+  passes on to RPC calls as headers); without one, a correlation id is made for the worker, so
+  all events of one command share it.
+
+In a handler, everything the store writes is one unit of work: it commits together with the
+inbox row after the handler returns and rolls back if it raises (the consumer drives this through
+`EventStore.finish`). Elsewhere each `append` (or `transaction()` block) commits at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from nameko.extensions import DependencyProvider
+from sqlalchemy.engine import Connection, Engine
+from structlog.contextvars import bound_contextvars
+
+from shared import tables as t
+from shared.aggregates import Aggregate, Loaded
+from shared.aggregates import load as load_aggregate
+from shared.clock import Clock
+from shared.db import default_url, is_sqlite, make_engine, migrate
+from shared.eventlog import AppendResult, EventLog, NewEvent, RecordedEvent, Transaction, Upcasters
+from shared.inbox import IncomingEvent
+
+S = TypeVar("S")
+
+ACTOR_KEY = "lavoro.actor"
+CORRELATION_KEY = "lavoro.correlation_id"
+CAUSATION_KEY = "lavoro.causation_id"
+DATABASE_URL_KEY = "DATABASE_URL"
+DATABASE_SCHEMA_KEY = "DATABASE_SCHEMA"
+_READ_ONLY_SQL = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
+
+
+def notify_channel(service: str) -> str:
+    """The PostgreSQL NOTIFY channel on which a service's log announces each commit."""
+    return f"lavoro_{service}"
+
+
+class _Rollback(Exception):
+    """Thrown into an open unit of work to roll it back."""
+
+
+class ReadOnlyViolation(ValueError):
+    """`query` got a statement that is not a SELECT."""
+
+
+class Writer:
+    """Appends inside one `Store.transaction()`."""
+
+    def __init__(self, tx: Transaction, cause: dict[str, str | None]) -> None:
+        self._tx = tx
+        self._cause = cause
+
+    def append(
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        command_id: str | None = None,
+    ) -> AppendResult:
+        return self._tx.append(
+            stream, expected_version, events, command_id=command_id, **self._cause
+        )
+
+
+class Store:
+    """What one worker may do with its service's database."""
+
+    def __init__(self, log: EventLog, cause: dict[str, str | None], *, deferred: bool) -> None:
+        self._log = log
+        self._cause = cause
+        # A handler's writes wait in one open transaction until the consumer commits them with
+        # the inbox row (or rolls them back).
+        self._deferred = deferred
+        self._stack: ExitStack | None = None
+        self._tx: Transaction | None = None
+
+    @property
+    def clock(self) -> Clock:
+        return self._log.clock
+
+    def load(self, aggregate: Aggregate[S], stream: str) -> Loaded[S]:
+        """The aggregate's state and the version `append` expects next."""
+        if self._tx is not None:
+            # After a handler's first write: read through its own transaction, which sees those
+            # writes, and write no snapshot (on SQLite a second writer would wait on our lock).
+            return _fold(self._tx.conn, self._log.upcasters, aggregate, stream)
+        return load_aggregate(self._log, aggregate, stream)
+
+    def append(
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        command_id: str | None = None,
+    ) -> AppendResult:
+        """Append to one stream (ConcurrencyError if it moved on; a repeated command id appends
+        nothing and returns the first result)."""
+        if self._deferred:
+            with self.transaction() as writer:
+                return writer.append(stream, expected_version, events, command_id=command_id)
+        return self._log.append(
+            stream, expected_version, events, command_id=command_id, **self._cause
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Writer]:
+        """Several appends that commit or roll back together. No network I/O inside."""
+        if self._deferred:
+            tx = self._open()
+            # A savepoint: a block that raises leaves nothing behind even if the handler goes on.
+            with tx.conn.begin_nested():
+                yield Writer(tx, self._cause)
+            return
+        with self._log.transaction() as tx:
+            yield Writer(tx, self._cause)
+
+    def query(self, statement: Any, params: dict[str, Any] | None = None) -> list[sa.Row[Any]]:
+        """Rows of a SELECT on the service's database (its read models). Writes are refused."""
+        if isinstance(statement, str):
+            statement = sa.text(statement)
+        if isinstance(statement, sa.TextClause):
+            if not _READ_ONLY_SQL.match(statement.text):
+                raise ReadOnlyViolation("query() runs SELECT statements only")
+        elif not isinstance(statement, sa.sql.expression.SelectBase):
+            raise ReadOnlyViolation("query() runs SELECT statements only")
+        if self._tx is not None:
+            return list(self._tx.conn.execute(statement, params or {}))
+        return _read_only(self._log.engine, statement, params or {})
+
+    def read_model(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]:
+        """The rows of a read-model table whose columns equal `equals`, as dicts."""
+        query = sa.select(table).where(*(table.c[name] == value for name, value in equals.items()))
+        return [dict(row._mapping) for row in self.query(query)]
+
+    # -- the unit of work of a handler (driven by EventStore.finish) ---------------------------
+
+    def _open(self) -> Transaction:
+        if self._tx is None:
+            stack = ExitStack()
+            self._tx = stack.enter_context(self._log.transaction())
+            self._stack = stack
+        return self._tx
+
+    def _close(self, commit: bool) -> None:
+        stack, self._stack, self._tx = self._stack, None, None
+        if stack is None:
+            return
+        if commit:
+            stack.close()
+        else:
+            stack.__exit__(_Rollback, _Rollback(), None)
+
+    def _finish(self, commit_with: Callable[[Connection], bool] | None) -> bool:
+        if commit_with is None:
+            self._close(commit=False)
+            return False
+        tx = self._open()
+        try:
+            keep = commit_with(tx.conn)
+        except BaseException:
+            self._close(commit=False)
+            raise
+        self._close(commit=keep)
+        return keep
+
+
+class EventStore(DependencyProvider):
+    """Gives each worker a `Store` on the service's one EventLog. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        projections: Sequence[Any] = (),
+        upcasters: Upcasters | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.projections = list(projections)
+        self.upcasters = upcasters
+        self.clock = clock
+        self.log: EventLog | None = None
+        self._guard = threading.Lock()
+        self._stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()
+        self._log_context: weakref.WeakKeyDictionary[Any, ExitStack] = weakref.WeakKeyDictionary()
+
+    def setup(self) -> None:
+        self.ensure_log()
+
+    def ensure_log(self) -> EventLog:
+        """The container's EventLog, built on first use (other extensions may ask during setup,
+        before or after this provider's own setup ran)."""
+        with self._guard:
+            if self.log is None:
+                self.log = self._build_log()
+            return self.log
+
+    def _build_log(self) -> EventLog:
+        service = self.container.service_name
+        config = self.container.config
+        engine = make_engine(
+            config.get(DATABASE_URL_KEY) or default_url(service),
+            schema=config.get(DATABASE_SCHEMA_KEY),
+        )
+        migrate(engine, service)
+        log = EventLog(
+            engine,
+            clock=self.clock,
+            upcasters=self.upcasters,
+            projections=self.projections,
+            notify_channel=notify_channel(service),
+        )
+        for projection in self.projections:
+            # Projections of shared/projections.py: create their tables, fold what they missed,
+            # and keep up with appends that found them behind.
+            if hasattr(projection, "catch_up"):
+                projection.catch_up(log)
+                projection.follow(log)
+        return log
+
+    def stop(self) -> None:
+        self._dispose()
+
+    def kill(self) -> None:
+        self._dispose()
+
+    def _dispose(self) -> None:
+        if self.log is not None:
+            self.log.engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        """For chassis extensions (the consumer), never handed to a service method."""
+        return self.ensure_log().engine
+
+    def get_dependency(self, worker_ctx: Any) -> Store:
+        store = Store(self.ensure_log(), self._cause(worker_ctx), deferred=_is_handler(worker_ctx))
+        self._stores[worker_ctx] = store
+        return store
+
+    def worker_setup(self, worker_ctx: Any) -> None:
+        # Each worker is a fresh greenthread with an empty context: bind its log fields here.
+        cause = self._stores[worker_ctx]._cause if worker_ctx in self._stores else {}
+        fields: dict[str, Any] = {
+            "service": self.container.service_name,
+            "correlation_id": cause.get("correlation_id"),
+            "actor": cause.get("actor"),
+        }
+        incoming = _incoming(worker_ctx)
+        if incoming is not None:
+            fields.update(
+                source=incoming.source,
+                event_id=incoming.id,
+                stream=incoming.stream,
+                event_type=incoming.type,
+                position=incoming.position,
+                causation_id=incoming.id,
+            )
+        stack = ExitStack()
+        stack.enter_context(bound_contextvars(**{k: v for k, v in fields.items() if v is not None}))
+        self._log_context[worker_ctx] = stack
+
+    def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
+        # The consumer closes a handler's unit of work before this (to learn whether it
+        # committed); this closes it for any other caller of a deferring entrypoint, e.g. tests.
+        store = self._stores.get(worker_ctx)
+        if store is not None and store._tx is not None:
+            store._close(commit=exc_info is None)
+
+    def worker_teardown(self, worker_ctx: Any) -> None:
+        store = self._stores.pop(worker_ctx, None)
+        if store is not None and store._tx is not None:
+            store._close(commit=False)
+        stack = self._log_context.pop(worker_ctx, None)
+        if stack is not None:
+            stack.close()
+
+    def finish(self, worker_ctx: Any, commit_with: Callable[[Connection], bool] | None) -> bool:
+        """Close a handler worker's unit of work. `commit_with(conn)` runs last inside it (the
+        consumer writes the inbox row there): True commits everything, False rolls it back.
+        Without `commit_with` (the handler failed) it rolls back. Returns whether it committed.
+        A handler that wrote nothing gets a transaction of its own for `commit_with`."""
+        store = self._stores.get(worker_ctx)
+        if store is None:
+            store = Store(self.ensure_log(), {}, deferred=True)
+        return store._finish(commit_with)
+
+    def _cause(self, worker_ctx: Any) -> dict[str, str | None]:
+        data = worker_ctx.data
+        incoming = _incoming(worker_ctx)
+        if incoming is not None:
+            return {
+                "actor": data.get(ACTOR_KEY) or incoming.actor,
+                "correlation_id": incoming.chain_correlation_id,
+                "causation_id": incoming.id,
+            }
+        if not data.get(CORRELATION_KEY):
+            # Stored in the context data so that RPC calls from this worker carry it on.
+            data[CORRELATION_KEY] = str(uuid.uuid4())
+        return {
+            "actor": data.get(ACTOR_KEY),
+            "correlation_id": data[CORRELATION_KEY],
+            "causation_id": data.get(CAUSATION_KEY),
+        }
+
+
+def _is_handler(worker_ctx: Any) -> bool:
+    """Whether the worker's entrypoint asks for one unit of work per worker (the consumer's)."""
+    return bool(getattr(worker_ctx.entrypoint, "unit_of_work", False))
+
+
+def _incoming(worker_ctx: Any) -> IncomingEvent | None:
+    if (
+        _is_handler(worker_ctx)
+        and worker_ctx.args
+        and isinstance(worker_ctx.args[0], IncomingEvent)
+    ):
+        return worker_ctx.args[0]
+    return None
+
+
+def store_for(container: Any) -> EventStore:
+    """The container's EventStore provider (a service has exactly one)."""
+    stores = [dep for dep in container.dependencies if isinstance(dep, EventStore)]
+    if len(stores) != 1:
+        raise LookupError(
+            f"service {container.service_name!r} needs exactly one EventStore dependency, "
+            f"has {len(stores)}"
+        )
+    return stores[0]
+
+
+def log_for(container: Any) -> EventLog:
+    """The container's EventLog, for other extensions (the relay's `log_factory`, the consumer)."""
+    return store_for(container).ensure_log()
+
+
+def _read_only(engine: Engine, statement: Any, params: dict[str, Any]) -> list[sa.Row[Any]]:
+    with engine.connect() as conn:
+        # A second guard after the keyword check: the database itself refuses writes here.
+        if is_sqlite(engine):
+            conn.exec_driver_sql("PRAGMA query_only = ON")
+            try:
+                return list(conn.execute(statement, params))
+            finally:
+                conn.exec_driver_sql("PRAGMA query_only = OFF")
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        return list(conn.execute(statement, params))
+
+
+def _fold(
+    conn: Connection, upcasters: Upcasters, aggregate: Aggregate[S], stream: str
+) -> Loaded[S]:
+    state, version = aggregate.initial(), 0
+    rows = conn.execute(
+        sa.select(t.events).where(t.events.c.stream == stream).order_by(t.events.c.version)
+    )
+    for row in rows:
+        schema_version, data = upcasters.upcast(row.type, row.schema_version, json.loads(row.data))
+        event = RecordedEvent(
+            row.position,
+            row.id,
+            row.stream,
+            row.version,
+            row.type,
+            schema_version,
+            data,
+            row.correlation_id,
+            row.causation_id,
+            row.actor,
+            row.occurred_at,
+            row.recorded_at,
+            row.prev_hash,
+            row.hash,
+        )
+        state = aggregate.evolve(state, event)
+        version = row.version
+    return Loaded(state, version)
