@@ -45,7 +45,9 @@ def main() -> int:
         results.update(json.loads(done.stdout.strip().splitlines()[-1]))
     table = Table(title=f"lavoro bench ({platform.node()}, {platform.python_version()})")
     for column in ("figure", "value", "unit", "anchor", "ratio", "goal"):
-        table.add_column(column, justify="right" if column in ("value", "anchor", "ratio") else "left")
+        table.add_column(
+            column, justify="right" if column in ("value", "anchor", "ratio") else "left"
+        )
     for name, fig in results.items():
         table.add_row(
             name,
@@ -57,7 +59,9 @@ def main() -> int:
         )
     console.print(table)
     OUT.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    console.print(f"written {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
+    console.print(
+        f"written {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}"
+    )
     return 1 if failed else 0
 
 
