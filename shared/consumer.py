@@ -123,6 +123,17 @@ class _EventQueueConsumer(QueueConsumer):
         # streams beyond the workers that run at once.
         return int(self.container.config.get(PREFETCH_KEY) or self.container.max_workers * 10)
 
+    @property
+    def connection(self) -> Any:
+        # Named, so that operators (and tests) can find it in `rabbitmqctl list_connections`.
+        conn = super().connection
+        options = dict(conn.transport_options or {})
+        properties = dict(options.get("client_properties") or {})
+        properties.setdefault("connection_name", f"lavoro-consumer-{self.container.service_name}")
+        options["client_properties"] = properties
+        conn.transport_options = options
+        return conn
+
     def handle_message(self, provider: Any, body: Any, message: Any) -> None:
         provider.handle_message(body, message)
 

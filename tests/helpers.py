@@ -22,3 +22,28 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, message: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         eventlet.sleep(POLL_INTERVAL)  # yield to the greenlets doing the work, then look again
+
+
+def rabbitmq_connection_pids(connection_name: str) -> list[str]:
+    """The broker's ids of the open connections with this client-provided name."""
+    import subprocess
+
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split("\t")[0] for line in listing.splitlines() if f'"{connection_name}"' in line]
+
+
+def close_rabbitmq_connections(connection_name: str) -> int:
+    """Kill the named connections from the broker's side, as a network fault would."""
+    import subprocess
+
+    pids = rabbitmq_connection_pids(connection_name)
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "killed by a test"], check=True
+        )
+    return len(pids)

@@ -1,0 +1,216 @@
+"""The chassis proved end to end on the real broker with a test-only pair of services.
+
+A command over HTTP in `alpha` appends `order_placed`; alpha's relay publishes it; `beta` handles it
+through the chassis consumer and appends `order_acknowledged`, which beta's projection folds into
+a read model. Mid-stream the broker kills the relay's and the consumer's connections, and alpha's
+process (its relay with it) is restarted. In the end every order is acknowledged exactly once, in
+beta's log and read model, and both logs verify."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import eventlet
+import kombu
+import pytest
+import requests
+import sqlalchemy as sa
+from nameko.containers import ServiceContainer
+
+from shared import tables as t
+from shared.consumer import IncomingEvent, handles, queue_name
+from shared.dependencies import EventStore, log_for
+from shared.dlq import dlq_name
+from shared.eventlog import NewEvent
+from shared.projections import Amount, Projection
+from shared.relay import RelayExtension
+from shared.schemas import Money, Schema
+from shared.web import bound_port, command, json_response
+from tests.helpers import close_rabbitmq_connections, wait_for
+from tests.infra import drop_schema, postgres_url
+
+ORDERS = 60
+TOKEN = "pair-test-operator-token"
+FAST = {
+    "LAVORO_RETRY_BASE_DELAY": 0.01,
+    "LAVORO_RETRY_MAX_DELAY": 0.1,
+    "LAVORO_TOKENS": f"tester:operator:{TOKEN}",
+    "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+}
+
+
+class PlaceOrder(Schema):
+    from marshmallow import fields
+
+    order_id = fields.String(required=True)
+    amount = Money(required=True)
+
+
+acks_metadata = sa.MetaData()
+acks = sa.Table(
+    "acks",
+    acks_metadata,
+    sa.Column("order_id", sa.String(60), primary_key=True),
+    sa.Column("amount", Amount, nullable=False),
+    sa.Column("times", sa.Integer, nullable=False),
+)
+acks_projection = Projection("acks", acks_metadata)
+
+
+@acks_projection.on("order_acknowledged")
+def _fold_ack(conn, event):
+    updated = conn.execute(
+        acks.update()
+        .where(acks.c.order_id == event.data["order_id"])
+        .values(times=acks.c.times + 1)
+    ).rowcount
+    if not updated:
+        conn.execute(
+            acks.insert().values(
+                order_id=event.data["order_id"], amount=Decimal(event.data["amount"]), times=1
+            )
+        )
+
+
+def alpha_service(name: str) -> type:
+    class Alpha:
+        store = EventStore()
+        relay = RelayExtension(poll_interval=0.2, backoff=(0.05, 0.5))
+
+        @command("POST", "/orders", schema=PlaceOrder)
+        def place(self, cmd):
+            data = cmd.data
+            result = self.store.append(
+                f"order-{data['order_id']}",
+                0,
+                [
+                    NewEvent(
+                        "order_placed",
+                        {"order_id": data["order_id"], "amount": f"{data['amount']:.2f}"},
+                    )
+                ],
+                command_id=cmd.id,
+            )
+            return json_response(201, {"position": result.events[-1].position})
+
+    Alpha.name = name
+    return Alpha
+
+
+def beta_service(name: str, source: str) -> type:
+    class Beta:
+        store = EventStore(projections=[acks_projection])
+
+        @handles(source, "order_placed")
+        def on_order(self, event: IncomingEvent) -> None:
+            order = event.data["order_id"]
+            self.store.append(
+                f"ack-{order}",
+                0,
+                [
+                    NewEvent(
+                        "order_acknowledged", {"order_id": order, "amount": event.data["amount"]}
+                    )
+                ],
+            )
+
+    Beta.name = name
+    return Beta
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def databases(request, tmp_path):
+    """One database per service: two SQLite files, or two PostgreSQL schemas."""
+    if request.param == "sqlite":
+        yield [{"DATABASE_URL": f"sqlite:///{tmp_path / name}.db"} for name in ("alpha", "beta")]
+        return
+    url = postgres_url()
+    schemas = ["p_" + uuid.uuid4().hex[:12] for _ in range(2)]
+    yield [{"DATABASE_URL": url, "DATABASE_SCHEMA": schema} for schema in schemas]
+    for schema in schemas:
+        drop_schema(url, schema)
+
+
+@pytest.fixture
+def pair(amqp_uri, unique, databases):
+    alpha_name, beta_name = unique + "alpha", unique + "beta"
+    containers: list[ServiceContainer] = []
+
+    def start(cls: type, db: dict) -> ServiceContainer:
+        container = ServiceContainer(cls, {"AMQP_URI": amqp_uri, **FAST, **db})
+        container.start()
+        containers.append(container)
+        return container
+
+    yield alpha_name, beta_name, start, databases
+    for container in containers:
+        container.kill()
+    with kombu.Connection(amqp_uri) as conn:
+        channel = conn.default_channel
+        for queue in (queue_name(beta_name, alpha_name), dlq_name(beta_name)):
+            channel.queue_delete(queue)
+        for exchange in (f"{alpha_name}.events", f"{beta_name}.events"):
+            channel.exchange_delete(exchange)
+
+
+def place(port: int, n: int) -> int:
+    response = requests.post(
+        f"http://127.0.0.1:{port}/orders",
+        json={"order_id": f"o{n}", "amount": f"{n}.50"},
+        headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": f"place-o{n}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["position"]
+
+
+def test_command_event_handler_projection_survive_a_broker_kill_and_a_relay_restart(pair):
+    alpha_name, beta_name, start, (alpha_db, beta_db) = pair
+    beta = start(beta_service(beta_name, alpha_name), beta_db)
+    alpha = start(alpha_service(alpha_name), alpha_db)
+    port = bound_port(alpha)
+
+    pool = eventlet.GreenPool(8)
+    list(pool.imap(lambda n: place(port, n), range(ORDERS // 3)))
+
+    # The broker drops both connections mid-stream, while commands keep coming.
+    for n in range(ORDERS // 3, 2 * ORDERS // 3):
+        pool.spawn(place, port, n)
+    assert close_rabbitmq_connections(f"lavoro-relay-{alpha_name}") == 1
+    assert close_rabbitmq_connections(f"lavoro-consumer-{beta_name}") == 1
+    pool.waitall()
+
+    # alpha's process stops (its relay with it) and a new one starts on the same database.
+    alpha.stop()
+    alpha = start(alpha_service(alpha_name), alpha_db)
+    port = bound_port(alpha)
+    list(pool.imap(lambda n: place(port, n), range(2 * ORDERS // 3, ORDERS)))
+    # A client retrying a command with the same key changes nothing.
+    place(port, 0)
+
+    beta_log = log_for(beta)
+
+    def acknowledged() -> int:
+        with beta_log.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(acks)).scalar_one()
+
+    wait_for(lambda: acknowledged() == ORDERS, 30, f"{ORDERS} orders acknowledged")
+
+    alpha_log = log_for(alpha)
+    placed = [e for e in alpha_log.read_all() if e.type == "order_placed"]
+    assert len(placed) == ORDERS
+    with beta_log.engine.connect() as conn:
+        rows = conn.execute(sa.select(acks)).all()
+        inbox_rows = conn.execute(sa.select(sa.func.count()).select_from(t.inbox)).scalar_one()
+        parked = conn.execute(sa.select(sa.func.count()).select_from(t.dead_letters)).scalar_one()
+    assert {r.order_id for r in rows} == {f"o{n}" for n in range(ORDERS)}
+    assert all(r.times == 1 for r in rows)  # exactly once
+    assert {r.order_id: r.amount for r in rows}["o7"] == Decimal("7.50")
+    assert inbox_rows == ORDERS and parked == 0
+    acknowledged_events = [e for e in beta_log.read_all() if e.type == "order_acknowledged"]
+    assert len(acknowledged_events) == ORDERS
+    by_order = {e.data["order_id"]: e for e in placed}
+    for ack in acknowledged_events:
+        assert ack.causation_id == by_order[ack.data["order_id"]].id
+    assert alpha_log.verify().ok and beta_log.verify().ok
