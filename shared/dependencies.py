@@ -20,7 +20,6 @@ inbox row after the handler returns and rolls back if it raises (the consumer dr
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
@@ -34,12 +33,11 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.engine import Connection, Engine
 from structlog.contextvars import bound_contextvars
 
-from shared import tables as t
 from shared.aggregates import Aggregate, Loaded
 from shared.aggregates import load as load_aggregate
 from shared.clock import Clock
 from shared.db import default_url, is_sqlite, make_engine, migrate
-from shared.eventlog import AppendResult, EventLog, NewEvent, RecordedEvent, Transaction, Upcasters
+from shared.eventlog import AppendResult, EventLog, NewEvent, Transaction, Upcasters
 from shared.inbox import IncomingEvent
 
 S = TypeVar("S")
@@ -106,7 +104,7 @@ class Store:
         if self._tx is not None:
             # After a handler's first write: read through its own transaction, which sees those
             # writes, and write no snapshot (on SQLite a second writer would wait on our lock).
-            return _fold(self._tx.conn, self._log.upcasters, aggregate, stream)
+            return _fold(self._tx.conn, self._log, aggregate, stream)
         return load_aggregate(self._log, aggregate, stream)
 
     def append(
@@ -370,31 +368,9 @@ def _read_only(engine: Engine, statement: Any, params: dict[str, Any]) -> list[s
         return list(conn.execute(statement, params))
 
 
-def _fold(
-    conn: Connection, upcasters: Upcasters, aggregate: Aggregate[S], stream: str
-) -> Loaded[S]:
+def _fold(conn: Connection, log: EventLog, aggregate: Aggregate[S], stream: str) -> Loaded[S]:
     state, version = aggregate.initial(), 0
-    rows = conn.execute(
-        sa.select(t.events).where(t.events.c.stream == stream).order_by(t.events.c.version)
-    )
-    for row in rows:
-        schema_version, data = upcasters.upcast(row.type, row.schema_version, json.loads(row.data))
-        event = RecordedEvent(
-            row.position,
-            row.id,
-            row.stream,
-            row.version,
-            row.type,
-            schema_version,
-            data,
-            row.correlation_id,
-            row.causation_id,
-            row.actor,
-            row.occurred_at,
-            row.recorded_at,
-            row.prev_hash,
-            row.hash,
-        )
+    for event in log.read_stream(stream, conn=conn):
         state = aggregate.evolve(state, event)
-        version = row.version
+        version = event.version
     return Loaded(state, version)

@@ -603,10 +603,13 @@ class EventLog:
             conn, f"position >= {p} AND position <= {p}", (first, last), "position"
         )
 
-    def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
+    def read_stream(
+        self, stream: str, after_version: int = 0, *, conn: Connection | None = None
+    ) -> list[RecordedEvent]:
+        """A stream's events after `after_version`; with `conn`, inside that transaction."""
         p = self._sql.p
         return self._select(
-            None, f"stream = {p} AND version > {p}", (stream, after_version), "version"
+            conn, f"stream = {p} AND version > {p}", (stream, after_version), "version"
         )
 
     def read_page(
