@@ -1,0 +1,101 @@
+"""The ledger's answers to the calls service (docs/events.md, flows F1 and F2), decided without I/O.
+
+- `grant_awarded` -> `commitment_recorded` on the award's line, or `commitment_rejected` with the
+  reason (`line_lacks_room`, `unknown_project`, `unknown_line`) and what the line had left;
+- `tranche_requested` -> `payment_disbursed` today (within what is left of the award's
+  commitment), or `payment_rejected` (`no_commitment`, `exceeds_commitment`).
+
+Both go on the award's stream `commitment-grant-<award_id>`. A refusal is an event, never an
+exception, so that the flow always ends; the rules are domain.py's, the same that refuse a person's
+command. An award or tranche already answered decides nothing (the answer is in the stream).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from . import entries
+from .commands import (
+    Decision,
+    GrantAward,
+    TrancheRequest,
+    commitment_stream,
+    grant_commitment_id,
+    tranche_payment_id,
+)
+from .domain import commitment_room, payment_room, post
+from .state import ZERO, Commitment, Project
+
+
+def answer_award(project: Project, commitment: Commitment, award: GrantAward) -> Decision:
+    """`commitment_recorded`, or `commitment_rejected` with the reason; nothing if answered."""
+    if commitment.recorded or commitment.rejected is not None:
+        return {}
+    commitment_id = grant_commitment_id(award.award_id)
+    reason: str | None = None
+    available = ZERO
+    if not project.programmed or project.cup != award.project_cup:
+        reason = "unknown_project"
+    elif award.budget_line not in project.lines:
+        reason = "unknown_line"
+    else:
+        figures = project.lines[award.budget_line]
+        available = figures.admitted - figures.legally_binding
+        if commitment_room(project, award.budget_line, award.amount) is not None:
+            reason = "line_lacks_room"
+    if reason is not None:
+        rejected = entries.commitment_rejected(
+            award.award_id, award.project_cup, award.budget_line, award.amount, reason, available
+        )
+        return {commitment_stream(commitment_id): [rejected]}
+    recorded = entries.recorded(
+        commitment_id,
+        award.project_cup,
+        award.budget_line,
+        "grant",
+        award.amount,
+        award.reference,
+        award.awarded_on,
+        award_id=award.award_id,
+    )
+    return post(project, commitment_id, recorded, binding=award.amount)
+
+
+def answer_tranche(
+    project: Project | None, commitment: Commitment, request: TrancheRequest, today: dt.date
+) -> Decision:
+    """`payment_disbursed` on `today`, or `payment_rejected` with the reason; nothing if answered.
+    `project` is the commitment's (None when there is no commitment)."""
+    payment_id = tranche_payment_id(request.tranche_id)
+    if payment_id in commitment.payments or request.tranche_id in commitment.rejected_tranches:
+        return {}
+    stream = commitment_stream(grant_commitment_id(request.award_id))
+    reason: str | None = None
+    if not commitment.recorded or project is None:
+        reason = "no_commitment"
+    elif payment_room(commitment, request.amount) is not None:
+        reason = "exceeds_commitment"
+    if reason is not None:
+        remaining = commitment.remaining if commitment.recorded else ZERO
+        rejected = entries.payment_rejected(
+            request.award_id,
+            request.tranche_id,
+            commitment.commitment_id,
+            request.amount,
+            reason,
+            remaining,
+        )
+        return {stream: [rejected]}
+    assert project is not None and commitment.commitment_id is not None
+    paid = entries.disbursed(
+        payment_id,
+        commitment,
+        request.amount,
+        request.claim_reference,
+        request.claim_date,
+        today,
+        tranche_id=request.tranche_id,
+    )
+    return post(
+        project, commitment.commitment_id, paid, disbursed=request.amount, payment_id=payment_id
+    )

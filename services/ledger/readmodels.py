@@ -1,0 +1,266 @@
+"""The ledger's read models: the books as tables, folded from its events by one projection.
+
+The projection runs inside each append's transaction (shared/projections.py), so a read after a
+command sees it; `replay_as_of` folds the same handlers into a scratch database to show the books
+as they stood at an instant. Arithmetic is done in Python with `Decimal` (SQLite has no decimal
+type), and the SQL is portable for that reason too. Every entry keeps its cause: the ledger event
+that recorded it, and the other service's event it answered (causation) when there was one.
+`entry_posted` is the project stream's copy of an entry and is not folded: counting it would count
+each euro twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from shared.eventlog import RecordedEvent
+from shared.projections import Amount, Projection
+
+metadata = sa.MetaData()
+Reader = Callable[[Any], list[Any]]  # runs a SELECT, returns its rows
+
+projects = sa.Table(
+    "ledger_projects",
+    metadata,
+    sa.Column("project_cup", sa.String(40), primary_key=True),
+    sa.Column("local_code", sa.String(40), nullable=False),
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("start_date", sa.Date, nullable=False),
+    sa.Column("plan_reference", sa.String(200), nullable=False),
+)
+
+lines = sa.Table(
+    "ledger_lines",
+    metadata,
+    sa.Column("project_cup", sa.String(40), primary_key=True),
+    sa.Column("budget_line", sa.String(60), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),  # the order the plan lists them in
+    sa.Column("programmed", Amount, nullable=False),
+    sa.Column("admitted", Amount, nullable=False),
+    sa.Column("legally_binding", Amount, nullable=False),
+    sa.Column("disbursed", Amount, nullable=False),
+)
+
+
+def _cause_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("causation_id", sa.String(36)),
+        sa.Column("correlation_id", sa.String(36)),
+        sa.Column("actor", sa.String(200)),
+    ]
+
+
+admissions = sa.Table(
+    "ledger_admissions",
+    metadata,
+    sa.Column("project_cup", sa.String(40), primary_key=True),
+    sa.Column("act_id", sa.String(100), primary_key=True),
+    sa.Column("budget_line", sa.String(60), primary_key=True),
+    sa.Column("act_reference", sa.String(200), nullable=False),
+    sa.Column("adopted_on", sa.Date, nullable=False),
+    sa.Column("amount", Amount, nullable=False),
+    *_cause_columns(),
+)
+
+commitments = sa.Table(
+    "ledger_commitments",
+    metadata,
+    sa.Column("commitment_id", sa.String(120), primary_key=True),
+    sa.Column("project_cup", sa.String(40), nullable=False, index=True),
+    sa.Column("budget_line", sa.String(60), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("source_reference", sa.String(200), nullable=False),
+    sa.Column("signed_on", sa.Date, nullable=False),
+    sa.Column("original_amount", Amount, nullable=False),
+    sa.Column("amount", Amount, nullable=False),
+    sa.Column("paid", Amount, nullable=False),
+    sa.Column("award_id", sa.String(100)),
+    sa.Column("position", sa.BigInteger, nullable=False),  # in the log: the order of record
+    *_cause_columns(),
+)
+
+reductions = sa.Table(
+    "ledger_reductions",
+    metadata,
+    sa.Column("commitment_id", sa.String(120), primary_key=True),
+    sa.Column("reduction_id", sa.String(100), primary_key=True),
+    sa.Column("amount", Amount, nullable=False),
+    sa.Column("reason", sa.String(300), nullable=False),
+    sa.Column("source_reference", sa.String(200), nullable=False),
+    sa.Column("reduced_on", sa.Date, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    *_cause_columns(),
+)
+
+payments = sa.Table(
+    "ledger_payments",
+    metadata,
+    sa.Column("commitment_id", sa.String(120), primary_key=True),
+    sa.Column("payment_id", sa.String(120), primary_key=True),
+    sa.Column("project_cup", sa.String(40), nullable=False, index=True),
+    sa.Column("budget_line", sa.String(60), nullable=False),
+    sa.Column("claim_reference", sa.String(200), nullable=False),
+    sa.Column("claim_date", sa.Date, nullable=False),
+    sa.Column("paid_on", sa.Date, nullable=False),
+    sa.Column("amount", Amount, nullable=False),
+    sa.Column("award_id", sa.String(100)),
+    sa.Column("tranche_id", sa.String(100)),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    *_cause_columns(),
+)
+
+projection = Projection("ledger", metadata)
+
+
+def _cause(event: RecordedEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.id,
+        "causation_id": event.causation_id,
+        "correlation_id": event.correlation_id,
+        "actor": event.actor,
+    }
+
+
+def _day(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
+
+
+def _move_line(conn: Connection, cup: str, line: str, **changes: Decimal) -> None:
+    row = conn.execute(
+        sa.select(lines).where(lines.c.project_cup == cup, lines.c.budget_line == line)
+    ).one()
+    conn.execute(
+        lines.update()
+        .where(lines.c.project_cup == cup, lines.c.budget_line == line)
+        .values(**{name: getattr(row, name) + change for name, change in changes.items()})
+    )
+
+
+@projection.on("project_programmed")
+def _programmed(conn: Connection, event: RecordedEvent) -> None:
+    data = event.data
+    conn.execute(
+        projects.insert().values(
+            project_cup=data["project_cup"],
+            local_code=data["local_code"],
+            title=data["title"],
+            start_date=_day(data["start_date"]),
+            plan_reference=data["plan_reference"],
+        )
+    )
+    for index, item in enumerate(data["budget_lines"]):
+        conn.execute(
+            lines.insert().values(
+                project_cup=data["project_cup"],
+                budget_line=item["budget_line"],
+                position=index,
+                programmed=Decimal(item["programmed"]),
+                admitted=Decimal("0.00"),
+                legally_binding=Decimal("0.00"),
+                disbursed=Decimal("0.00"),
+            )
+        )
+
+
+@projection.on("funding_admitted")
+def _admitted(conn: Connection, event: RecordedEvent) -> None:
+    data = event.data
+    for item in data["budget_lines"]:
+        amount = Decimal(item["amount"])
+        conn.execute(
+            admissions.insert().values(
+                project_cup=data["project_cup"],
+                act_id=data["act_id"],
+                budget_line=item["budget_line"],
+                act_reference=data["act_reference"],
+                adopted_on=_day(data["adopted_on"]),
+                amount=amount,
+                **_cause(event),
+            )
+        )
+        _move_line(conn, data["project_cup"], item["budget_line"], admitted=amount)
+
+
+@projection.on("commitment_recorded")
+def _recorded(conn: Connection, event: RecordedEvent) -> None:
+    data = event.data
+    amount = Decimal(data["amount"])
+    conn.execute(
+        commitments.insert().values(
+            commitment_id=data["commitment_id"],
+            project_cup=data["project_cup"],
+            budget_line=data["budget_line"],
+            kind=data["kind"],
+            source_reference=data["source_reference"],
+            signed_on=_day(data["signed_on"]),
+            original_amount=amount,
+            amount=amount,
+            paid=Decimal("0.00"),
+            award_id=data.get("award_id"),
+            position=event.position,
+            **_cause(event),
+        )
+    )
+    _move_line(conn, data["project_cup"], data["budget_line"], legally_binding=amount)
+
+
+@projection.on("commitment_reduced")
+def _reduced(conn: Connection, event: RecordedEvent) -> None:
+    data = event.data
+    amount = Decimal(data["amount"])
+    conn.execute(
+        reductions.insert().values(
+            commitment_id=data["commitment_id"],
+            reduction_id=data["reduction_id"],
+            amount=amount,
+            reason=data["reason"],
+            source_reference=data["source_reference"],
+            reduced_on=_day(data["reduced_on"]),
+            position=event.position,
+            **_cause(event),
+        )
+    )
+    conn.execute(
+        commitments.update()
+        .where(commitments.c.commitment_id == data["commitment_id"])
+        .values(amount=Decimal(data["new_amount"]))
+    )
+    _move_line(conn, data["project_cup"], data["budget_line"], legally_binding=-amount)
+
+
+@projection.on("payment_disbursed")
+def _disbursed(conn: Connection, event: RecordedEvent) -> None:
+    data = event.data
+    amount = Decimal(data["amount"])
+    conn.execute(
+        payments.insert().values(
+            commitment_id=data["commitment_id"],
+            payment_id=data["payment_id"],
+            project_cup=data["project_cup"],
+            budget_line=data["budget_line"],
+            claim_reference=data["claim_reference"],
+            claim_date=_day(data["claim_date"]),
+            paid_on=_day(data["paid_on"]),
+            amount=amount,
+            award_id=data.get("award_id"),
+            tranche_id=data.get("tranche_id"),
+            position=event.position,
+            **_cause(event),
+        )
+    )
+    paid = conn.execute(
+        sa.select(commitments.c.paid).where(commitments.c.commitment_id == data["commitment_id"])
+    ).scalar_one()
+    conn.execute(
+        commitments.update()
+        .where(commitments.c.commitment_id == data["commitment_id"])
+        .values(paid=paid + amount)
+    )
+    _move_line(conn, data["project_cup"], data["budget_line"], disbursed=amount)

@@ -1,0 +1,186 @@
+"""The seed programme: CUP F31D23000140007 as published, broken into plausible documents.
+
+What is official (pnmetroplus.it, the project's public sheet; DOMAIN.md): PN Metro Plus 2021-2027,
+FSE+, action 4.4.8.1, local code BO4.4.8.1.a, CUP F31D23000140007, beneficiary Comune di Bologna,
+start 15/12/2023, and the four totals: programmed 4,000,000.00, admitted 4,000,000.00, legally
+binding 4,000,000.00, disbursed 605,305.62 (15.1%).
+
+What is NOT official, but inferred to make the books plausible: the split across the three budget
+lines, the admission act's reference and date, every convention, contract and grant below (their
+references, dates and amounts), and every payment. No public source itemises them. The pieces are
+shaped on what DOMAIN.md says about the offices (Insieme per il lavoro with the Città
+metropolitana, the municipal job desk, the Tavolo di salvaguardia, the over-indebtedness desk,
+the self-employment and social-innovation calls with their caps of 10,000 and 8,000 euros) and add
+up exactly to the published totals; every payment is made within the 80 days of Reg. 2021/1060.
+
+`requests()` gives the HTTP requests that record it all (used by the tests and `lavoro demo`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from .domain import commitment_id_for
+
+CUP = "F31D23000140007"
+PROJECT: dict[str, Any] = {
+    "cup": CUP,
+    "local_code": "BO4.4.8.1.a",
+    "title": "Piano per il lavoro e per la salvaguardia e la qualità dell'occupazione",
+    "start_date": "2023-12-15",
+    "plan_reference": "Piano operativo PN Metro Plus 2021-2027, Bologna (inferred)",
+    "budget_lines": [
+        {"budget_line": "employment_services", "amount": "2000000.00"},
+        {"budget_line": "safeguarding", "amount": "900000.00"},
+        {"budget_line": "labour_policies", "amount": "1100000.00"},
+    ],
+}
+ADMISSION: dict[str, Any] = {
+    "act_reference": "AdG PN Metro Plus - ammissione BO4.4.8.1.a (inferred)",
+    "adopted_on": "2024-02-29",
+    "budget_lines": PROJECT["budget_lines"],
+}
+EXPECTED = {
+    "programmed": Decimal("4000000.00"),
+    "admitted": Decimal("4000000.00"),
+    "legally_binding": Decimal("4000000.00"),
+    "disbursed": Decimal("605305.62"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Payment:
+    claim_reference: str
+    claim_date: str
+    paid_on: str
+    amount: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Commitment:
+    budget_line: str
+    kind: str
+    source_reference: str
+    signed_on: str
+    amount: str
+    about: str  # what it pays for (not recorded: a note for people reading the seed)
+    payments: tuple[Payment, ...] = ()
+
+
+def _grants(
+    call: str, signed_on: str, amounts: list[str], advances: int, claim_date: str, paid_on: str
+) -> list[Commitment]:
+    """Grant agreements of one call; the first `advances` got half their grant in advance."""
+    grants = []
+    for number, amount in enumerate(amounts, start=1):
+        payments: tuple[Payment, ...] = ()
+        if number <= advances:
+            half = (Decimal(amount) / 2).quantize(Decimal("0.01"))
+            payments = (Payment(f"{call}/{number:02d}-ANT", claim_date, paid_on, str(half)),)
+        grants.append(
+            Commitment(
+                "labour_policies",
+                "grant",
+                f"{call}/{number:02d}",
+                signed_on,
+                amount,
+                f"grant agreement {number} of call {call}",
+                payments,
+            )
+        )
+    return grants
+
+
+COMMITMENTS: tuple[Commitment, ...] = (
+    # employment services: 2,000,000.00
+    Commitment(
+        "employment_services", "convention", "CONV-2024-IPL", "2024-04-15", "1400000.00",
+        "Insieme per il lavoro, with the Città metropolitana (Ufficio comune)",
+        (Payment("DR-IPL-2024-01", "2024-05-02", "2024-06-20", "280000.00"),),
+    ),
+    Commitment(
+        "employment_services", "contract", "CIG-B1A2C3D401", "2024-06-03", "460000.00",
+        "the municipal job desk (Sportello comunale per il lavoro), 12 quarters",
+        (
+            Payment("FT-2024-0917", "2024-10-07", "2024-11-14", "38333.33"),
+            Payment("FT-2025-0012", "2025-01-10", "2025-02-21", "38333.33"),
+        ),
+    ),
+    Commitment(
+        "employment_services", "contract", "CIG-B1A2C3D402", "2024-05-20", "140000.00",
+        "online questionnaire and case-management platform",
+        (Payment("FT-2024-0611", "2024-09-30", "2024-11-05", "42000.00"),),
+    ),
+    # safeguarding: 900,000.00
+    Commitment(
+        "safeguarding", "convention", "CONV-2024-SALV", "2024-04-15", "350000.00",
+        "Tavolo metropolitano di salvaguardia and Tavolo Ripresa, with the Città metropolitana",
+        (Payment("DR-SALV-2024-01", "2024-05-02", "2024-06-20", "70000.00"),),
+    ),
+    Commitment(
+        "safeguarding", "contract", "CIG-B1A2C3D403", "2024-07-01", "330000.00",
+        "the over-indebtedness desk (Sportello sovraindebitamento)",
+        (
+            Payment("FT-2024-1102", "2024-11-04", "2024-12-12", "27500.00"),
+            Payment("FT-2025-0203", "2025-02-03", "2025-03-18", "27500.00"),
+        ),
+    ),
+    Commitment(
+        "safeguarding", "convention", "CONV-2024-OCC", "2024-09-10", "220000.00",
+        "an over-indebtedness settlement body (OCC) for the people the desk sends on",
+        (Payment("DR-OCC-2024-01", "2024-10-15", "2024-12-02", "22000.00"),),
+    ),
+    # labour policies: 1,100,000.00
+    Commitment(
+        "labour_policies", "contract", "CIG-B1A2C3D404", "2024-05-06", "420000.00",
+        "accompaniment and co-design for the self-employment and social-innovation calls",
+        (Payment("SAL-ACC-2024-01", "2024-12-16", "2025-02-07", "32238.96"),),
+    ),
+    Commitment(
+        "labour_policies", "convention", "CONV-2024-CARTE", "2024-06-17", "260000.00",
+        "charters and site protocols: ethical logistics monitoring, checklists, badges",
+    ),
+    Commitment(
+        "labour_policies", "convention", "CONV-2024-MICRO", "2024-07-22", "250000.00",
+        "guarantee fund for the calls' microcredit (up to 25,000 euros a loan)",
+    ),
+    *_grants(
+        "AVV-2024-AUTOIMP", "2024-10-21",
+        ["10000.00", "10000.00", "9800.00", "9500.00", "9200.00",
+         "10000.00", "8700.00", "10000.00", "9600.00", "9200.00"],
+        advances=4, claim_date="2024-11-04", paid_on="2024-12-10",
+    ),
+    *_grants(
+        "AVV-2024-INNSOC", "2024-11-25",
+        ["8000.00", "7500.00", "8000.00", "6800.00", "8000.00",
+         "7200.00", "8000.00", "6500.00", "8000.00", "6000.00"],
+        advances=2, claim_date="2024-12-09", paid_on="2025-01-24",
+    ),
+)  # fmt: skip
+
+
+def commitment_path(commitment: Commitment) -> str:
+    return f"/commitments/{commitment_id_for(commitment.kind, commitment.source_reference)}"
+
+
+def requests() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(method, path, JSON body) of every command that records the seed, in order; each needs its
+    own Idempotency-Key."""
+    yield "POST", "/projects", PROJECT
+    yield "POST", f"/projects/{CUP}/admissions", ADMISSION
+    for commitment in COMMITMENTS:
+        body = {
+            "project_cup": CUP,
+            "budget_line": commitment.budget_line,
+            "kind": commitment.kind,
+            "source_reference": commitment.source_reference,
+            "signed_on": commitment.signed_on,
+            "amount": commitment.amount,
+        }
+        yield "POST", "/commitments", body
+    for commitment in COMMITMENTS:
+        for payment in commitment.payments:
+            yield "POST", commitment_path(commitment) + "/payments", dataclasses.asdict(payment)
