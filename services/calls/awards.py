@@ -1,0 +1,309 @@
+"""An award and its tranches: the pure rules (no I/O). One stream per award, `award-<award_id>`.
+
+Award: granted -> confirmed | suspended (the ledger's answer to `grant_awarded`, flow F1) ->
+tranches (advance, interim, balance; flow F2) -> closed (the balance is paid) | revoked.
+
+- no tranche while the award is not confirmed; no tranche beyond the award (tranches requested
+  and not rejected, plus the new one, stay within the amount); an advance only first; nothing
+  after the balance;
+- the ledger's answers are applied once: the same answer again decides nothing, an answer that
+  contradicts what was asked (another amount, a paid tranche rejected) raises `AnswerMismatch`,
+  which the consumer retries and then parks for an operator, never applies silently;
+- an award left `granted` longer than the answer timeout raises one `award_answer_overdue`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from shared.aggregates import Aggregate
+from shared.clock import format_ts
+from shared.errors import InvalidInput, NotFound
+from shared.eventlog import NewEvent, RecordedEvent
+
+from .rules import (
+    ZERO,
+    AnswerMismatch,
+    AwardNotConfirmed,
+    TrancheExceedsAward,
+    TrancheOrder,
+    derived_id,
+    money,
+    require_state,
+)
+
+LIVE = ("requested", "paid")
+
+
+@dataclasses.dataclass
+class Tranche:
+    tranche_id: str
+    kind: str
+    amount: Decimal
+    status: str = "requested"  # requested | paid | rejected
+
+
+@dataclasses.dataclass
+class Award:
+    award_id: str = ""
+    call_id: str = ""
+    application_id: str = ""
+    amount: Decimal = ZERO
+    status: str = "none"  # granted | confirmed | suspended | closed | revoked
+    awarded_at: dt.datetime | None = None
+    commitment_id: str | None = None
+    tranches: dict[str, Tranche] = dataclasses.field(default_factory=dict)
+    reports: int = 0
+    expenditure: Decimal = ZERO
+    overdue: bool = False
+
+    @property
+    def in_tranches(self) -> Decimal:
+        """What the tranches asked for or got: the part of the award no new tranche may take."""
+        return sum((t.amount for t in self.tranches.values() if t.status in LIVE), ZERO)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.in_tranches
+
+    def tranche(self, tranche_id: str) -> Tranche:
+        found = self.tranches.get(tranche_id)
+        if found is None:
+            raise NotFound(f"award {self.award_id} has no tranche {tranche_id}")
+        return found
+
+
+def grant(
+    *,
+    award_id: str,
+    call_id: str,
+    application_id: str,
+    project_cup: str,
+    budget_line: str,
+    amount: Decimal,
+    reference: str,
+    awarded_on: dt.date,
+) -> NewEvent:
+    """`grant_awarded` v1, exactly the fields of docs/events.md (F1)."""
+    return NewEvent(
+        "grant_awarded",
+        {
+            "award_id": award_id,
+            "call_id": call_id,
+            "application_id": application_id,
+            "project_cup": project_cup,
+            "budget_line": budget_line,
+            "amount": money(amount),
+            "reference": reference,
+            "awarded_on": awarded_on.isoformat(),
+        },
+    )
+
+
+def _same_amount(award: Award, answer: Mapping[str, Any], expected: Decimal, what: str) -> None:
+    if Decimal(answer["amount"]) != expected:
+        raise AnswerMismatch(
+            f"the ledger's {what} is for {answer['amount']}, not {money(expected)}",
+            award_id=award.award_id,
+        )
+
+
+# -- the ledger's answers ------------------------------------------------------------------------
+
+
+def confirm(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
+    """`commitment_recorded` -> `grant_confirmed`."""
+    if award.status in ("confirmed", "closed") and award.commitment_id == answer["commitment_id"]:
+        return []
+    if award.status != "granted":
+        raise AnswerMismatch(f"commitment recorded for an award that is {award.status}")
+    _same_amount(award, answer, award.amount, "commitment")
+    data = {
+        "award_id": award.award_id,
+        "call_id": award.call_id,
+        "commitment_id": answer["commitment_id"],
+        "amount": money(award.amount),
+    }
+    return [NewEvent("grant_confirmed", data)]
+
+
+def suspend(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
+    """`commitment_rejected` -> `grant_suspended` (the call releases the money: domain.py)."""
+    if award.status == "suspended":
+        return []
+    if award.status != "granted":
+        raise AnswerMismatch(f"commitment rejected for an award that is {award.status}")
+    _same_amount(award, answer, award.amount, "rejection")
+    data = {
+        "award_id": award.award_id,
+        "call_id": award.call_id,
+        "application_id": award.application_id,
+        "amount": money(award.amount),
+        "reason": answer["reason"],
+        "available": answer.get("available"),
+    }
+    return [NewEvent("grant_suspended", data)]
+
+
+def record_payment(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
+    """`payment_disbursed` -> `tranche_paid`."""
+    tranche = award.tranche(answer["tranche_id"])
+    if tranche.status == "paid":
+        return []
+    if tranche.status != "requested":
+        raise AnswerMismatch(f"payment disbursed for a tranche that is {tranche.status}")
+    _same_amount(award, answer, tranche.amount, "payment")
+    data = {
+        "award_id": award.award_id,
+        "tranche_id": tranche.tranche_id,
+        "kind": tranche.kind,
+        "amount": money(tranche.amount),
+        "payment_id": answer["payment_id"],
+        "paid_on": answer["paid_on"],
+    }
+    return [NewEvent("tranche_paid", data)]
+
+
+def record_payment_rejection(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
+    """`payment_rejected` -> `tranche_rejected`, with the ledger's reason."""
+    tranche = award.tranche(answer["tranche_id"])
+    if tranche.status == "rejected":
+        return []
+    if tranche.status != "requested":
+        raise AnswerMismatch(f"payment rejected for a tranche that is {tranche.status}")
+    data = {
+        "award_id": award.award_id,
+        "tranche_id": tranche.tranche_id,
+        "kind": tranche.kind,
+        "amount": money(tranche.amount),
+        "reason": answer["reason"],
+        "remaining": answer.get("remaining"),
+    }
+    return [NewEvent("tranche_rejected", data)]
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def request_tranche(
+    award: Award, *, kind: str, amount: Decimal, claim_reference: str, claim_date: dt.date
+) -> list[NewEvent]:
+    """`tranche_requested` v1 (F2)."""
+    if award.status != "confirmed":
+        raise AwardNotConfirmed(
+            f"no tranche while the award is {award.status}: the ledger has not confirmed it",
+            status=award.status,
+        )
+    if amount <= ZERO:
+        raise InvalidInput("a tranche is a positive amount", fields={"amount": ["must be > 0"]})
+    live = [t for t in award.tranches.values() if t.status in LIVE]
+    if any(t.kind == "balance" for t in live):
+        raise TrancheOrder("the balance was the award's last tranche")
+    if kind == "advance" and live:
+        raise TrancheOrder("an advance is only the first tranche")
+    if amount > award.remaining:
+        raise TrancheExceedsAward(
+            "the tranche would take the award beyond its amount",
+            award=money(award.amount),
+            in_tranches=money(award.in_tranches),
+            remaining=money(award.remaining),
+        )
+    data = {
+        "award_id": award.award_id,
+        "tranche_id": derived_id(award.award_id, "tranche", str(len(award.tranches) + 1)),
+        "kind": kind,
+        "amount": money(amount),
+        "claim_reference": claim_reference,
+        "claim_date": claim_date.isoformat(),
+    }
+    return [NewEvent("tranche_requested", data)]
+
+
+def report_expenditure(
+    award: Award,
+    *,
+    amount: Decimal,
+    period_from: dt.date,
+    period_to: dt.date,
+    description: str,
+    reported_on: dt.date,
+) -> list[NewEvent]:
+    require_state("the award", award.status, ("confirmed",), "report expenditure against it")
+    if period_to < period_from:
+        raise InvalidInput(
+            "the period ends before it starts", fields={"period_to": ["< period_from"]}
+        )
+    data = {
+        "award_id": award.award_id,
+        "report_id": derived_id(award.award_id, "report", str(award.reports + 1)),
+        "amount": money(amount),
+        "period_from": period_from.isoformat(),
+        "period_to": period_to.isoformat(),
+        "description": description,
+        "reported_on": reported_on.isoformat(),
+    }
+    return [NewEvent("expenditure_reported", data)]
+
+
+def revoke(award: Award, *, reason: str, revoked_on: dt.date) -> list[NewEvent]:
+    require_state("the award", award.status, ("confirmed",), "revoke it")
+    data = {
+        "award_id": award.award_id,
+        "call_id": award.call_id,
+        "reason": reason,
+        "revoked_on": revoked_on.isoformat(),
+        "paid": money(sum((t.amount for t in award.tranches.values() if t.status == "paid"), ZERO)),
+    }
+    return [NewEvent("grant_revoked", data)]
+
+
+def flag_overdue(award: Award, now: dt.datetime, timeout: dt.timedelta) -> list[NewEvent]:
+    """One alert for an award still waiting for the ledger's answer after `timeout`."""
+    if award.status != "granted" or award.overdue or award.awarded_at is None:
+        return []
+    if now - award.awarded_at < timeout:
+        return []
+    data = {
+        "award_id": award.award_id,
+        "call_id": award.call_id,
+        "awarded_at": format_ts(award.awarded_at),
+        "detected_at": format_ts(now),
+        "timeout_seconds": int(timeout.total_seconds()),
+    }
+    return [NewEvent("award_answer_overdue", data)]
+
+
+# -- folding -------------------------------------------------------------------------------------
+
+
+def evolve(award: Award, event: RecordedEvent) -> Award:
+    d = event.data
+    if event.type == "grant_awarded":
+        award.award_id, award.call_id = d["award_id"], d["call_id"]
+        award.application_id, award.amount = d["application_id"], Decimal(d["amount"])
+        award.status, award.awarded_at = "granted", event.occurred_at
+    elif event.type == "grant_confirmed":
+        award.status, award.commitment_id = "confirmed", d["commitment_id"]
+    elif event.type in ("grant_suspended", "grant_revoked"):
+        award.status = "suspended" if event.type == "grant_suspended" else "revoked"
+    elif event.type == "tranche_requested":
+        award.tranches[d["tranche_id"]] = Tranche(d["tranche_id"], d["kind"], Decimal(d["amount"]))
+    elif event.type == "tranche_paid":
+        award.tranches[d["tranche_id"]].status = "paid"
+        if d["kind"] == "balance" and award.status == "confirmed":
+            award.status = "closed"
+    elif event.type == "tranche_rejected":
+        award.tranches[d["tranche_id"]].status = "rejected"
+    elif event.type == "expenditure_reported":
+        award.reports += 1
+        award.expenditure += Decimal(d["amount"])
+    elif event.type == "award_answer_overdue":
+        award.overdue = True
+    return award
+
+
+AWARD: Aggregate[Award] = Aggregate("award", Award, evolve)

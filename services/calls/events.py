@@ -1,0 +1,386 @@
+"""The calls service's event payloads (versioned), their public schemas, and the ledger events it
+consumes.
+
+Payloads are what the domain writes into `NewEvent.data`: amounts as strings with two decimals,
+dates `YYYY-MM-DD`, instants RFC 3339 UTC. Each type has a `V1` schema that loads a stored
+payload (contract tests hold the domain to it); a changed shape gets a `V2` and an upcaster in
+`upcasters`, never an edit of a `V1`.
+
+`PUBLIC` is the allow-list the relay sends to `lavoro.public`. A public schema dumps the payload
+as stored and names only what may leave: the applicant (name, tax code, contacts, priorities
+of a person) never does, nor free-text notes, nor scores before the ranking is approved.
+`ApplicationSubmittedV1` marks the personal fields (`Personal`) that `shared.crypto` seals per
+person before the event is appended.
+
+The ledger's answers that calls consumes are in answers.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import fields, validate
+
+from shared.eventlog import Upcasters
+from shared.schemas import (
+    LocalDate,
+    Money,
+    Personal,
+    Schema,
+    UtcDateTime,
+    format_money,
+    parse_money,
+)
+
+from .rules import (
+    APPLICANT_KINDS,
+    BUDGET_LINES,
+    KINDS,
+    PRIORITIES,
+    REJECTION_REASONS,
+    TRANCHE_KINDS,
+)
+
+
+class WireMoney(Money):
+    """Money that also dumps a stored payload's string ("8000.00") as itself, checked."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if isinstance(value, str):
+            return format_money(parse_money(value, allow_negative=self.allow_negative))
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
+class WireDate(LocalDate):
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if isinstance(value, str):
+            return self._deserialize(value, attr, obj).isoformat()
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
+class WireInstant(UtcDateTime):
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if isinstance(value, str):
+            return super()._serialize(self._deserialize(value, attr, obj), attr, obj)
+        return super()._serialize(value, attr, obj, **kwargs)
+
+
+def _id() -> fields.String:
+    return fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+def _one_of(choices: tuple[str, ...]) -> fields.String:
+    return fields.String(required=True, validate=validate.OneOf(choices))
+
+
+# -- the call ------------------------------------------------------------------------------------
+
+
+class CriterionV1(Schema):
+    name = fields.String(required=True)
+    weight = fields.Integer(required=True, strict=True)
+    max_score = fields.Integer(required=True, strict=True)
+
+
+class CallTermsV1(Schema):
+    """`call_drafted` v1; `call_published` v1 is the same plus `published_at`."""
+
+    call_id = _id()
+    title = fields.String(required=True)
+    reference = fields.String(required=True)
+    kind = _one_of(KINDS)
+    budget_line = _one_of(BUDGET_LINES)
+    project_cup = fields.String(required=True)
+    budget = WireMoney(required=True)
+    opens_on = WireDate(required=True)
+    closes_on = WireDate(required=True)
+    opens_at = WireInstant(required=True)
+    closes_at = WireInstant(required=True)
+    criteria = fields.List(fields.Nested(CriterionV1), required=True)
+    bonuses = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(PRIORITIES)), values=fields.Integer()
+    )
+    award_cap = WireMoney(required=True)
+    max_share = fields.String(required=True)
+    tie_break = fields.List(fields.String(), required=True)
+
+
+class CallPublishedV1(CallTermsV1):
+    published_at = WireInstant(required=True)
+
+
+class CallClosedV1(Schema):
+    call_id = _id()
+    closed_at = WireInstant(required=True)
+    applications = fields.Integer(required=True)
+
+
+# -- applications --------------------------------------------------------------------------------
+
+
+class PersonV1(Schema):
+    name = Personal(fields.String(), required=True)
+    tax_code = Personal(fields.String(), required=True)
+    email = Personal(fields.String(), allow_none=True)
+    phone = Personal(fields.String(), allow_none=True)
+    priorities = Personal(fields.List(fields.String()))
+
+
+class OrganisationV1(Schema):
+    name = fields.String(required=True)
+    tax_code = fields.String(allow_none=True)
+    legal_seat = fields.String(allow_none=True)
+    priorities = fields.List(fields.String(validate=validate.OneOf(PRIORITIES)))
+
+
+class ApplicantV1(Schema):
+    kind = _one_of(APPLICANT_KINDS)
+    person_id = fields.String(allow_none=True)  # a pseudonym: the key id of the person's data
+    person = fields.Nested(PersonV1, allow_none=True)
+    organisation = fields.Nested(OrganisationV1, allow_none=True)
+
+
+class PlanV1(Schema):
+    eligible_cost = WireMoney(required=True)
+    requested_amount = WireMoney(required=True)
+    jobs_created = fields.Integer(required=True, strict=True)
+
+
+class ApplicationSubmittedV1(Schema):
+    call_id = _id()
+    application_id = _id()
+    seq = fields.Integer(required=True, strict=True)
+    public_reference = fields.String(required=True)
+    applicant_key = fields.String(required=True)
+    applicant = fields.Nested(ApplicantV1, required=True)
+    project_title = fields.String(required=True)
+    business_plan = fields.Nested(PlanV1, required=True)
+    bonus = fields.Integer(required=True, strict=True)
+    submitted_at = WireInstant(required=True)
+
+
+class ApplicationSubmittedPublic(Schema):
+    """No applicant, no title (it may name a person), no bonus (it tells the priorities)."""
+
+    call_id = _id()
+    application_id = _id()
+    public_reference = fields.String(required=True)
+    submitted_at = WireInstant(required=True)
+
+
+class ApplicationRefV1(Schema):
+    """`application_admitted` v1."""
+
+    call_id = _id()
+    application_id = _id()
+
+
+class ApplicationRejectedV1(ApplicationRefV1):
+    reason = _one_of(REJECTION_REASONS)
+    note = fields.String(allow_none=True, required=True)
+
+
+class ApplicationRejectedPublic(ApplicationRefV1):
+    reason = _one_of(REJECTION_REASONS)
+
+
+class AccompanimentStartedV1(ApplicationRefV1):
+    started_on = WireDate(required=True)
+
+
+class CodesignSessionHeldV1(ApplicationRefV1):
+    session = fields.Integer(required=True, strict=True)
+    held_on = WireDate(required=True)
+    topic = fields.String(required=True)
+    notes = fields.String(allow_none=True, required=True)
+
+
+class ApplicationScoredV1(ApplicationRefV1):
+    scores = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True), required=True)
+    evaluator = fields.String(required=True)
+
+
+class EvaluationCompletedV1(Schema):
+    call_id = _id()
+    scored = fields.Integer(required=True)
+    inadmissible = fields.Integer(required=True)
+
+
+class RankingEntryV1(Schema):
+    position = fields.Integer(required=True)
+    application_id = _id()
+    public_reference = fields.String(required=True)
+    scores = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    weighted = WireMoney(required=True)  # points with two decimals, written like an amount
+    bonus = fields.Integer(required=True)
+    total = WireMoney(required=True)
+
+
+class RankingApprovedV1(Schema):
+    call_id = _id()
+    approved_on = WireDate(required=True)
+    ranking = fields.List(fields.Nested(RankingEntryV1), required=True)
+
+
+class FundsReservedV1(Schema):
+    call_id = _id()
+    award_id = _id()
+    application_id = _id()
+    public_reference = fields.String(required=True)
+    position = fields.Integer(required=True)
+    amount = WireMoney(required=True)
+
+
+class FundsReleasedV1(Schema):
+    call_id = _id()
+    award_id = _id()
+    amount = WireMoney(required=True)
+    reason = fields.String(required=True)
+
+
+# -- awards (F1 and F2 fix grant_awarded and tranche_requested: docs/events.md) ------------------
+
+
+class GrantAwardedV1(Schema):
+    award_id = _id()
+    call_id = _id()
+    application_id = _id()
+    project_cup = fields.String(required=True)
+    budget_line = _one_of(BUDGET_LINES)
+    amount = WireMoney(required=True)
+    reference = fields.String(required=True)
+    awarded_on = WireDate(required=True)
+
+
+class GrantConfirmedV1(Schema):
+    award_id = _id()
+    call_id = _id()
+    commitment_id = _id()
+    amount = WireMoney(required=True)
+
+
+class GrantSuspendedV1(Schema):
+    award_id = _id()
+    call_id = _id()
+    application_id = _id()
+    amount = WireMoney(required=True)
+    reason = fields.String(required=True)
+    available = WireMoney(required=True, allow_none=True)
+
+
+class TrancheRequestedV1(Schema):
+    award_id = _id()
+    tranche_id = _id()
+    kind = _one_of(TRANCHE_KINDS)
+    amount = WireMoney(required=True)
+    claim_reference = fields.String(required=True)
+    claim_date = WireDate(required=True)
+
+
+class TranchePaidV1(Schema):
+    award_id = _id()
+    tranche_id = _id()
+    kind = _one_of(TRANCHE_KINDS)
+    amount = WireMoney(required=True)
+    payment_id = _id()
+    paid_on = WireDate(required=True)
+
+
+class TrancheRejectedV1(Schema):
+    award_id = _id()
+    tranche_id = _id()
+    kind = _one_of(TRANCHE_KINDS)
+    amount = WireMoney(required=True)
+    reason = fields.String(required=True)
+    remaining = WireMoney(required=True, allow_none=True)
+
+
+class ExpenditureReportedV1(Schema):
+    award_id = _id()
+    report_id = _id()
+    amount = WireMoney(required=True)
+    period_from = WireDate(required=True)
+    period_to = WireDate(required=True)
+    description = fields.String(required=True)
+    reported_on = WireDate(required=True)
+
+
+class ExpenditureReportedPublic(Schema):
+    award_id = _id()
+    report_id = _id()
+    amount = WireMoney(required=True)
+    period_from = WireDate(required=True)
+    period_to = WireDate(required=True)
+    reported_on = WireDate(required=True)
+
+
+class GrantRevokedV1(Schema):
+    award_id = _id()
+    call_id = _id()
+    reason = fields.String(required=True)
+    revoked_on = WireDate(required=True)
+    paid = WireMoney(required=True)
+
+
+class GrantRevokedPublic(Schema):
+    award_id = _id()
+    call_id = _id()
+    revoked_on = WireDate(required=True)
+    paid = WireMoney(required=True)
+
+
+class AwardAnswerOverdueV1(Schema):
+    award_id = _id()
+    call_id = _id()
+    awarded_at = WireInstant(required=True)
+    detected_at = WireInstant(required=True)
+    timeout_seconds = fields.Integer(required=True)
+
+
+# type -> (current schema version, schema of that version)
+EVENTS: dict[str, tuple[int, type[Schema]]] = {
+    "call_drafted": (1, CallTermsV1),
+    "call_published": (1, CallPublishedV1),
+    "call_closed": (1, CallClosedV1),
+    "application_submitted": (1, ApplicationSubmittedV1),
+    "application_admitted": (1, ApplicationRefV1),
+    "application_rejected": (1, ApplicationRejectedV1),
+    "accompaniment_started": (1, AccompanimentStartedV1),
+    "codesign_session_held": (1, CodesignSessionHeldV1),
+    "application_scored": (1, ApplicationScoredV1),
+    "evaluation_completed": (1, EvaluationCompletedV1),
+    "ranking_approved": (1, RankingApprovedV1),
+    "funds_reserved": (1, FundsReservedV1),
+    "funds_released": (1, FundsReleasedV1),
+    "grant_awarded": (1, GrantAwardedV1),
+    "grant_confirmed": (1, GrantConfirmedV1),
+    "grant_suspended": (1, GrantSuspendedV1),
+    "tranche_requested": (1, TrancheRequestedV1),
+    "tranche_paid": (1, TranchePaidV1),
+    "tranche_rejected": (1, TrancheRejectedV1),
+    "expenditure_reported": (1, ExpenditureReportedV1),
+    "grant_revoked": (1, GrantRevokedV1),
+    "award_answer_overdue": (1, AwardAnswerOverdueV1),
+}
+
+# What partners may see. Internal: call_drafted (not yet public), accompaniment and co-design
+# (minutes), scores before the ranking, the call's own bookkeeping of money, the alert.
+PUBLIC: dict[str, type[Schema]] = {
+    "call_published": CallPublishedV1,
+    "call_closed": CallClosedV1,
+    "application_submitted": ApplicationSubmittedPublic,
+    "application_admitted": ApplicationRefV1,
+    "application_rejected": ApplicationRejectedPublic,
+    "evaluation_completed": EvaluationCompletedV1,
+    "ranking_approved": RankingApprovedV1,
+    "grant_awarded": GrantAwardedV1,
+    "grant_confirmed": GrantConfirmedV1,
+    "grant_suspended": GrantSuspendedV1,
+    "tranche_requested": TrancheRequestedV1,
+    "tranche_paid": TranchePaidV1,
+    "tranche_rejected": TrancheRejectedV1,
+    "expenditure_reported": ExpenditureReportedPublic,
+    "grant_revoked": GrantRevokedPublic,
+}
+
+upcasters = Upcasters()

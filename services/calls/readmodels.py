@@ -1,0 +1,243 @@
+"""The calls service's read models and the one projection that folds the log into them.
+
+| table | one row per | what it answers |
+|---|---|---|
+| `calls` | call | the call's terms, state and money: budget, reserved, available |
+| `applications` | application | applications by call and state; the sealed applicant (opened on read) |
+| `ranking_entries` | ranked application | the approved ranking with scores, totals and awards (CSV export) |
+| `awards` | award | awards with their state and money: requested in tranches, paid, reported |
+| `tranches` | tranche | each tranche and the ledger's answer |
+| `expenditure_reports` | report | expenditure reported against an award |
+| `alerts` | alert | awards left without the ledger's answer past the timeout |
+
+Handlers run in the append's transaction with SQLAlchemy Core only. Amounts are `Amount` columns;
+sums are done in Python with Decimal (SQLite keeps them as text). The applicant is kept exactly as
+the event holds it (personal fields sealed); `person_erased` blanks it. This module folds the
+calls and applications; award_folds.py the awards, tranches, reports and alerts; both into the one
+projection `calls`.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from sqlalchemy.engine import Connection
+
+from shared.clock import parse_ts
+from shared.eventlog import RecordedEvent
+from shared.projections import Projection
+
+from .award_folds import FOLDS as AWARD_FOLDS
+from .tables import (
+    applications,
+    calls,
+    date_of,
+    metadata,
+    one_row,
+    ranking_entries,
+    update_row,
+)
+
+projection = Projection("calls", metadata, handlers=AWARD_FOLDS)
+PROJECTIONS = [projection]
+
+
+# -- calls ---------------------------------------------------------------------------------------
+
+
+@projection.on("call_drafted")
+def _call_drafted(conn: Connection, event: RecordedEvent) -> None:
+    d = event.data
+    terms = {k: d[k] for k in ("criteria", "bonuses", "tie_break")}
+    conn.execute(
+        calls.insert().values(
+            call_id=d["call_id"],
+            title=d["title"],
+            reference=d["reference"],
+            kind=d["kind"],
+            budget_line=d["budget_line"],
+            project_cup=d["project_cup"],
+            status="draft",
+            budget=Decimal(d["budget"]),
+            reserved=Decimal("0"),
+            available=Decimal(d["budget"]),
+            award_cap=Decimal(d["award_cap"]),
+            max_share=d["max_share"],
+            opens_on=date_of(d["opens_on"]),
+            closes_on=date_of(d["closes_on"]),
+            opens_at=parse_ts(d["opens_at"]),
+            closes_at=parse_ts(d["closes_at"]),
+            terms=json.dumps(terms, sort_keys=True),
+            applications=0,
+            updated_at=event.recorded_at,
+        )
+    )
+
+
+@projection.on("call_published", "call_closed", "evaluation_completed")
+def _call_status(conn: Connection, event: RecordedEvent) -> None:
+    status = {"call_published": "published", "call_closed": "closed"}.get(event.type, "evaluated")
+    update_row(
+        conn, calls, "call_id", event.data["call_id"], status=status, updated_at=event.recorded_at
+    )
+
+
+@projection.on("funds_reserved", "funds_released")
+def _funds(conn: Connection, event: RecordedEvent) -> None:
+    d = event.data
+    row = one_row(conn, calls, "call_id", d["call_id"])
+    sign = 1 if event.type == "funds_reserved" else -1
+    reserved = row.reserved + sign * Decimal(d["amount"])
+    update_row(
+        conn,
+        calls,
+        "call_id",
+        d["call_id"],
+        reserved=reserved,
+        available=row.budget - reserved,
+        updated_at=event.recorded_at,
+    )
+    if event.type == "funds_reserved":
+        update_row(
+            conn,
+            applications,
+            "application_id",
+            d["application_id"],
+            status="funded",
+            award_id=d["award_id"],
+            updated_at=event.recorded_at,
+        )
+        conn.execute(
+            ranking_entries.update()
+            .where(
+                ranking_entries.c.call_id == d["call_id"],
+                ranking_entries.c.position == d["position"],
+            )
+            .values(award_id=d["award_id"], awarded=Decimal(d["amount"]), award_status="granted")
+        )
+
+
+# -- applications --------------------------------------------------------------------------------
+
+
+@projection.on("application_submitted")
+def _submitted(conn: Connection, event: RecordedEvent) -> None:
+    d = event.data
+    plan = d["business_plan"]
+    applicant = d["applicant"]
+    conn.execute(
+        applications.insert().values(
+            application_id=d["application_id"],
+            call_id=d["call_id"],
+            seq=d["seq"],
+            public_reference=d["public_reference"],
+            applicant_kind=applicant["kind"],
+            person_id=applicant.get("person_id"),
+            applicant=json.dumps(applicant, sort_keys=True),
+            project_title=d["project_title"],
+            eligible_cost=Decimal(plan["eligible_cost"]),
+            requested_amount=Decimal(plan["requested_amount"]),
+            jobs_created=plan["jobs_created"],
+            bonus=d["bonus"],
+            status="submitted",
+            sessions=0,
+            scores="{}",
+            submitted_at=parse_ts(d["submitted_at"]),
+            updated_at=event.recorded_at,
+        )
+    )
+    row = one_row(conn, calls, "call_id", d["call_id"])
+    update_row(conn, calls, "call_id", d["call_id"], applications=row.applications + 1)
+
+
+_APPLICATION_STATUS = {
+    "application_admitted": "admissible",
+    "application_rejected": "inadmissible",
+    "accompaniment_started": "accompanied",
+}
+
+
+@projection.on(*_APPLICATION_STATUS)
+def _application_status(conn: Connection, event: RecordedEvent) -> None:
+    d = event.data
+    update_row(
+        conn,
+        applications,
+        "application_id",
+        d["application_id"],
+        status=_APPLICATION_STATUS[event.type],
+        reason=d.get("reason"),
+        updated_at=event.recorded_at,
+    )
+
+
+@projection.on("codesign_session_held")
+def _session(conn: Connection, event: RecordedEvent) -> None:
+    d = event.data
+    update_row(
+        conn,
+        applications,
+        "application_id",
+        d["application_id"],
+        sessions=d["session"],
+        updated_at=event.recorded_at,
+    )
+
+
+@projection.on("application_scored")
+def _scored(conn: Connection, event: RecordedEvent) -> None:
+    d = event.data
+    row = one_row(conn, applications, "application_id", d["application_id"])
+    scores = {**json.loads(row.scores), **d["scores"]}
+    criteria = json.loads(one_row(conn, calls, "call_id", d["call_id"]).terms)["criteria"]
+    done = all(c["name"] in scores for c in criteria)
+    update_row(
+        conn,
+        applications,
+        "application_id",
+        d["application_id"],
+        scores=json.dumps(scores, sort_keys=True),
+        status="scored" if done else row.status,
+        updated_at=event.recorded_at,
+    )
+
+
+@projection.on("ranking_approved")
+def _ranking(conn: Connection, event: RecordedEvent) -> None:
+    d = event.data
+    update_row(
+        conn,
+        calls,
+        "call_id",
+        d["call_id"],
+        status="ranking_approved",
+        ranking_approved_on=date_of(d["approved_on"]),
+        updated_at=event.recorded_at,
+    )
+    for e in d["ranking"]:
+        conn.execute(
+            ranking_entries.insert().values(
+                call_id=d["call_id"],
+                position=e["position"],
+                application_id=e["application_id"],
+                public_reference=e["public_reference"],
+                scores=json.dumps(e["scores"], sort_keys=True),
+                weighted=Decimal(e["weighted"]),
+                bonus=e["bonus"],
+                total=Decimal(e["total"]),
+            )
+        )
+        update_row(
+            conn,
+            applications,
+            "application_id",
+            e["application_id"],
+            status="not_funded",
+            updated_at=event.recorded_at,
+        )
+
+
+@projection.on("person_erased")
+def _erased(conn: Connection, event: RecordedEvent) -> None:
+    update_row(conn, applications, "person_id", event.data["person_id"], applicant=None)

@@ -1,0 +1,200 @@
+"""The state of a call and its applications, folded from the call's stream. Pure, no I/O.
+
+One stream per call, `call-<call_id>`, holds the call and every application to it (see
+domain.py for why). `evolve` folds one event; `CALL` is the aggregate `Store.load` uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from shared.aggregates import Aggregate
+from shared.clock import parse_ts
+from shared.errors import NotFound
+from shared.eventlog import RecordedEvent
+
+from . import ranking
+from .ranking import Criterion
+from .rules import ZERO
+
+
+@dataclasses.dataclass
+class Application:
+    application_id: str
+    seq: int
+    public_reference: str
+    applicant_key: str
+    applicant_kind: str
+    eligible_cost: Decimal
+    requested: Decimal
+    jobs_created: int
+    bonus: int
+    status: str = "submitted"
+    reason: str | None = None
+    sessions: int = 0
+    scores: dict[str, int] = dataclasses.field(default_factory=dict)
+    award_id: str | None = None
+
+
+@dataclasses.dataclass
+class Reservation:
+    award_id: str
+    application_id: str
+    amount: Decimal
+    released: bool = False
+
+
+@dataclasses.dataclass
+class Call:
+    call_id: str = ""
+    status: str = "none"  # draft | published | closed | evaluated | ranking_approved
+    terms: dict[str, Any] = dataclasses.field(default_factory=dict)  # as call_drafted holds them
+    budget: Decimal = ZERO
+    award_cap: Decimal = ZERO
+    max_share: Decimal = ZERO
+    opens_at: dt.datetime | None = None
+    closes_at: dt.datetime | None = None
+    criteria: list[Criterion] = dataclasses.field(default_factory=list)
+    applications: dict[str, Application] = dataclasses.field(default_factory=dict)
+    applicants: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> application
+    ranking: list[ranking.Ranked] = dataclasses.field(default_factory=list)
+    reservations: dict[str, Reservation] = dataclasses.field(default_factory=dict)
+
+    @property
+    def reserved(self) -> Decimal:
+        return sum((r.amount for r in self.reservations.values() if not r.released), ZERO)
+
+    @property
+    def available(self) -> Decimal:
+        return self.budget - self.reserved
+
+    def application(self, application_id: str) -> Application:
+        found = self.applications.get(application_id)
+        if found is None:
+            raise NotFound(f"call {self.call_id} has no application {application_id}")
+        return found
+
+
+# -- folding -------------------------------------------------------------------------------------
+
+
+def evolve(call: Call, event: RecordedEvent) -> Call:
+    data = event.data
+    handler = _EVOLVE.get(event.type)
+    if handler is not None:
+        handler(call, data)
+    return call
+
+
+def _drafted(call: Call, d: dict[str, Any]) -> None:
+    call.call_id, call.status, call.terms = d["call_id"], "draft", d
+    call.budget, call.award_cap = Decimal(d["budget"]), Decimal(d["award_cap"])
+    call.max_share = Decimal(d["max_share"])
+    call.opens_at, call.closes_at = parse_ts(d["opens_at"]), parse_ts(d["closes_at"])
+    call.criteria = [Criterion(c["name"], c["weight"], c["max_score"]) for c in d["criteria"]]
+
+
+def _submitted(call: Call, d: dict[str, Any]) -> None:
+    plan = d["business_plan"]
+    app = Application(
+        application_id=d["application_id"],
+        seq=d["seq"],
+        public_reference=d["public_reference"],
+        applicant_key=d["applicant_key"],
+        applicant_kind=d["applicant"]["kind"],
+        eligible_cost=Decimal(plan["eligible_cost"]),
+        requested=Decimal(plan["requested_amount"]),
+        jobs_created=plan["jobs_created"],
+        bonus=d["bonus"],
+    )
+    call.applications[app.application_id] = app
+    call.applicants[app.applicant_key] = app.application_id
+
+
+def _set_status(status: str) -> Any:
+    def apply(call: Call, d: dict[str, Any]) -> None:
+        app = call.applications[d["application_id"]]
+        app.status = status
+        app.reason = d.get("reason")
+
+    return apply
+
+
+def _session(call: Call, d: dict[str, Any]) -> None:
+    call.applications[d["application_id"]].sessions = d["session"]
+
+
+def _scored(call: Call, d: dict[str, Any]) -> None:
+    app = call.applications[d["application_id"]]
+    app.scores.update(d["scores"])
+    if all(c.name in app.scores for c in call.criteria):
+        app.status = "scored"
+
+
+def _ranked(call: Call, d: dict[str, Any]) -> None:
+    call.status = "ranking_approved"
+    call.ranking = [
+        ranking.Ranked(
+            e["position"],
+            e["application_id"],
+            call.applications[e["application_id"]].seq,
+            e["public_reference"],
+            e["scores"],
+            Decimal(e["weighted"]),
+            e["bonus"],
+            Decimal(e["total"]),
+        )
+        for e in d["ranking"]
+    ]
+    for entry in call.ranking:
+        call.applications[entry.application_id].status = "not_funded"
+
+
+def _reserved(call: Call, d: dict[str, Any]) -> None:
+    call.reservations[d["award_id"]] = Reservation(
+        d["award_id"], d["application_id"], Decimal(d["amount"])
+    )
+    app = call.applications[d["application_id"]]
+    app.status, app.award_id = "funded", d["award_id"]
+
+
+def _released(call: Call, d: dict[str, Any]) -> None:
+    call.reservations[d["award_id"]].released = True
+
+
+def _call_status(status: str) -> Any:
+    def apply(call: Call, d: dict[str, Any]) -> None:
+        call.status = status
+
+    return apply
+
+
+_EVOLVE: dict[str, Any] = {
+    "call_drafted": _drafted,
+    "call_published": _call_status("published"),
+    "call_closed": _call_status("closed"),
+    "application_submitted": _submitted,
+    "application_admitted": _set_status("admissible"),
+    "application_rejected": _set_status("inadmissible"),
+    "accompaniment_started": _set_status("accompanied"),
+    "codesign_session_held": _session,
+    "application_scored": _scored,
+    "evaluation_completed": _call_status("evaluated"),
+    "ranking_approved": _ranked,
+    "funds_reserved": _reserved,
+    "funds_released": _released,
+}
+
+CALL: Aggregate[Call] = Aggregate("call", Call, evolve)
+
+
+def fold(events: Sequence[RecordedEvent]) -> Call:
+    """A call from its events (tests, replays)."""
+    call = Call()
+    for event in events:
+        evolve(call, event)
+    return call

@@ -1,0 +1,255 @@
+"""The calls service over HTTP, in a real nameko container (real broker, SQLite): a call from draft
+to awards, the read models and the CSV, personal data sealed in the log and opened on read, the
+rules' 409/422 answers, idempotent commands, the public OpenAPI document."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import kombu
+import pytest
+import requests
+from openapi_spec_validator import validate
+
+from services.calls.personal import pseudonym
+from shared.crypto import Vault, erase_person
+from shared.relay import PUBLIC_EXCHANGE
+from tests.helpers import wait_for
+from tests.service.calls.harness import (
+    AFTER,
+    AUDITOR,
+    CallsHarness,
+    awarded_call,
+    call_body,
+    full,
+    person_application,
+)
+
+
+@pytest.fixture
+def calls(amqp_uri, unique, tmp_path):
+    harness = CallsHarness(amqp_uri, unique, {"DATABASE_URL": f"sqlite:///{tmp_path / 'calls.db'}"})
+    container = harness.start()
+    yield harness, container, harness.client(container)
+    harness.close()
+
+
+def test_a_call_from_draft_to_its_ranking_and_awards(calls):
+    harness, container, client = calls
+    applications = [person_application(n) for n in range(3)]
+    applications[2]["applicant"]["person"]["priorities"] = ["women", "peripheral_area"]
+    scores = [full(9, 9, 5), full(8, 8, 4), full(8, 7, 4)]
+    done = awarded_call(harness, client, applications, scores)
+    call_id, ids = done["call_id"], done["applications"]
+
+    found = client.read(f"/calls/{call_id}")
+    assert (found["status"], found["budget"], found["reserved"], found["available"]) == (
+        "ranking_approved",
+        "20000.00",
+        "16000.00",
+        "4000.00",
+    )
+    assert found["opens_at"] == "2024-02-29T23:00:00.000000Z"
+    assert [c["call_id"] for c in client.read("/calls")["calls"]] == [call_id]
+
+    ranking = client.read(f"/calls/{call_id}/ranking")
+    assert ranking["tie_break"] == "higher score on social_impact, then earlier submission"
+    # the third application's bonus (women 2 + peripheral area 3) puts it second: 77+5 > 80
+    assert [(e["application_id"], e["total"], e["award_status"]) for e in ranking["ranking"]] == [
+        (ids[0], "93.00", "granted"),
+        (ids[2], "82.00", "granted"),
+        (ids[1], "80.00", None),
+    ]
+    funded = client.read(f"/calls/{call_id}/applications", state="funded")["applications"]
+    assert sorted(a["application_id"] for a in funded) == sorted([ids[0], ids[2]])
+    waiting = client.read(f"/calls/{call_id}/applications", state="not_funded")["applications"]
+    assert [a["public_reference"] for a in waiting] == ["AVV-2024-01-0002"]
+
+    exported = client.get(f"/calls/{call_id}/ranking.csv")
+    assert exported.status_code == 200 and exported.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(exported.text)))
+    assert rows[0] == [
+        "position",
+        "public_reference",
+        "sustainability",
+        "jobs",
+        "social_impact",
+        "bonus",
+        "total",
+        "awarded",
+        "status",
+    ]
+    assert rows[1] == ["1", "AVV-2024-01-0001", "9", "9", "5", "0", "93.00", "8000.00", "granted"]
+    assert rows[3] == ["3", "AVV-2024-01-0002", "8", "8", "4", "0", "80.00", "", "not_funded"]
+    assert "Persona" not in exported.text and "RSSMRA" not in exported.text
+
+    awards = client.read("/awards", call_id=call_id)["awards"]
+    assert [(a["public_reference"], a["amount"], a["status"], a["reference"]) for a in awards] == [
+        ("AVV-2024-01-0001", "8000.00", "granted", "AVV-2024-01/1"),
+        ("AVV-2024-01-0003", "8000.00", "granted", "AVV-2024-01/2"),
+    ]
+    assert sorted(done["awards"]) == sorted(a["award_id"] for a in awards)
+    refused = client.post(
+        f"/awards/{awards[0]['award_id']}/tranches",
+        {"kind": "advance", "amount": "100.00", "claim_reference": "c-1"},
+    )
+    assert refused.status_code == 409 and refused.json()["error"] == "award_not_confirmed"
+    assert harness.log(container).verify().ok
+
+
+def test_personal_data_is_sealed_in_the_log_opened_on_read_and_gone_after_erasure(calls):
+    harness, container, client = calls
+    harness.clock.set(AFTER.replace(month=3, day=15))
+    call_id = client.ok("/calls", call_body(), status=201)["call_id"]
+    client.ok(f"/calls/{call_id}/publish")
+    body = person_application(7, email="persona7@example.org", priorities=["women"])
+    app_id = client.ok(f"/calls/{call_id}/applications", body, status=201)["application_id"]
+
+    log = harness.log(container)
+    stored = next(e for e in log.read_all() if e.type == "application_submitted")
+    person = stored.data["applicant"]["person"]
+    assert all(
+        str(person[k]).startswith("pii:v1:") for k in ("name", "tax_code", "email", "priorities")
+    )
+    raw = json.dumps(stored.data)
+    assert "Persona" not in raw and "RSSMRA80A01A007X" not in raw and "women" not in raw
+    person_id = pseudonym("test-pseudonym-key", "RSSMRA80A01A007X")
+    assert stored.data["applicant"]["person_id"] == person_id
+
+    shown = client.read(f"/calls/{call_id}/applications/{app_id}")
+    assert shown["applicant"]["person"]["name"] == "Persona Numero7"
+    assert shown["applicant"]["person"]["priorities"] == ["women"]
+    assert shown["bonus"] == 2
+
+    erase_person(log, Vault(log.engine), person_id, actor="dpo")
+    erased = client.read(f"/calls/{call_id}/applications/{app_id}")
+    assert erased["applicant"] is None
+    assert erased["public_reference"] == "AVV-2024-01-0001"  # the application itself remains
+    assert log.verify().ok
+
+
+def test_rules_answer_409_and_422_with_the_chassis_error_body(calls):
+    harness, _container, client = calls
+    bad_weights = call_body(criteria=[{"name": "a", "weight": 60, "max_score": 10}], tie_break=[])
+    refused = client.post("/calls", bad_weights)
+    assert refused.status_code == 422 and refused.json()["fields"] == {
+        "criteria": ["the weights must sum to 100"]
+    }
+    assert client.post("/calls", call_body(budget="12.505")).status_code == 422  # no third decimal
+
+    call_id = client.ok("/calls", call_body(), status=201)["call_id"]
+    early = client.post(f"/calls/{call_id}/applications", person_application(1))
+    assert early.status_code == 409 and early.json()["error"] == "wrong_state"  # still a draft
+    client.ok(f"/calls/{call_id}/publish")
+    app_id = client.ok(f"/calls/{call_id}/applications", person_application(1), status=201)[
+        "application_id"
+    ]
+    twice = person_application(1)
+    twice["applicant"]["person"]["tax_code"] = "rssmra80a01a 001x"  # the same code, typed otherwise
+    duplicate = client.post(f"/calls/{call_id}/applications", twice)
+    assert duplicate.status_code == 409
+    assert duplicate.json()["error"] == "duplicate_application"
+    assert duplicate.json()["details"]["application_id"] == app_id
+
+    not_admitted = client.post(
+        f"/calls/{call_id}/applications/{app_id}/scores", {"scores": {"jobs": 3}}
+    )
+    assert not_admitted.status_code == 409 and not_admitted.json()["error"] == "not_admitted"
+    client.ok(f"/calls/{call_id}/applications/{app_id}/admit")
+    too_high = client.post(
+        f"/calls/{call_id}/applications/{app_id}/scores", {"scores": {"jobs": 11}}
+    )
+    assert too_high.status_code == 422 and too_high.json()["fields"] == {
+        "scores.jobs": ["must be 0..10"]
+    }
+    before_close = client.post(f"/calls/{call_id}/ranking/approve")
+    assert (
+        before_close.status_code == 409 and before_close.json()["error"] == "ranking_before_close"
+    )
+    harness.clock.set(AFTER)
+    late = client.post(f"/calls/{call_id}/applications", person_application(2))
+    assert late.status_code == 409 and late.json()["error"] == "outside_window"
+
+    assert client.get("/calls/nope").status_code == 404
+    assert client.post("/calls/nope/publish").json()["error"] == "not_found"
+    assert requests.get(client.base + "/calls", timeout=5).status_code == 401
+    auditor = harness.client(_container, AUDITOR)
+    assert auditor.get("/calls").status_code == 200
+    assert auditor.post(f"/calls/{call_id}/close").status_code == 403
+
+
+def test_a_repeated_command_returns_its_first_answer_and_appends_nothing(calls):
+    harness, container, client = calls
+    call_id = client.ok("/calls", call_body(), status=201, key="draft-1")["call_id"]
+    assert client.ok("/calls", call_body(), status=201, key="draft-1")["call_id"] == call_id
+    client.ok(f"/calls/{call_id}/publish", key="publish-1")
+    again = client.ok(f"/calls/{call_id}/publish", key="publish-1")  # deciding again would be a 409
+    assert again["events"] == ["call_published"]
+    first = client.ok(
+        f"/calls/{call_id}/applications", person_application(3), status=201, key="submit-3"
+    )
+    head = harness.log(container).head()
+    repeat = client.ok(
+        f"/calls/{call_id}/applications", person_application(3), status=201, key="submit-3"
+    )
+    assert repeat == first
+    assert harness.log(container).head() == head
+
+
+def test_the_openapi_document_is_public_and_valid(calls):
+    _harness, _container, client = calls
+    response = requests.get(client.base + "/openapi.json", timeout=5)
+    assert response.status_code == 200
+    spec = response.json()
+    validate(spec)
+    paths = spec["paths"]
+    assert "/calls/{call_id}/applications/{application_id}/scores" in paths
+    assert "text/csv" in paths["/calls/{call_id}/ranking.csv"]["get"]["responses"]["200"]["content"]
+    submit = paths["/calls/{call_id}/applications"]["post"]
+    assert any(p["name"] == "Idempotency-Key" for p in submit["parameters"])
+    assert {"401", "409", "422"} <= set(submit["responses"])
+
+
+def test_public_events_reach_lavoro_public_without_personal_data(calls):
+    harness, container, client = calls
+    channel = harness.connection.default_channel
+    public = kombu.Exchange(PUBLIC_EXCHANGE, "topic", durable=True, auto_delete=False)
+    tap = kombu.Queue(f"{harness.name}.test.public", public, routing_key=f"{harness.name}.#")
+    tap(channel).declare()
+    try:
+        apps = [person_application(1, email="persona1@example.org", priorities=["women"])]
+        awarded_call(harness, client, apps, [full(9, 9, 5)])
+        got: list[dict] = []
+
+        def take() -> bool:
+            message = tap(channel).get(no_ack=True)
+            if message is not None:
+                got.append(json.loads(message.body))
+            return any(m["type"].endswith(".grant_awarded") for m in got)
+
+        wait_for(take, 10, "grant_awarded on lavoro.public")
+    finally:
+        channel.queue_delete(tap.name)
+    types = [m["type"].rsplit(".", 1)[1] for m in got]
+    assert types == [
+        "call_published",
+        "application_submitted",
+        "application_admitted",
+        "call_closed",
+        "evaluation_completed",
+        "ranking_approved",
+        "grant_awarded",
+    ]  # no call_drafted, no scores, no funds bookkeeping
+    submitted = got[1]
+    assert submitted["source"] == f"/lavoro/{harness.name}"
+    assert set(submitted["data"]) == {
+        "call_id",
+        "application_id",
+        "public_reference",
+        "submitted_at",
+    }
+    text = json.dumps(got)
+    assert "Persona" not in text and "RSSMRA" not in text and "pii:" not in text
+    assert got[-1]["data"]["amount"] == "8000.00"
