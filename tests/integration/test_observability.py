@@ -1,0 +1,169 @@
+"""`Observable`: a service that inherits it serves `/health` and `/metrics`, on the real broker,
+with SQLite and PostgreSQL. The service is the probe of test_runner.py."""
+
+from __future__ import annotations
+
+import uuid
+
+import kombu
+import pytest
+import requests
+from nameko.containers import ServiceContainer
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.consumer import queue_name
+from shared.db import make_engine, migrate
+from shared.dependencies import log_for
+from shared.dlq import dlq_name
+from shared.eventlog import EventLog, NewEvent
+from shared.observability import Observability, read_figures
+from shared.relay import Relay
+from shared.web import LavoroHttp, bound_port
+from tests.helpers import wait_for
+from tests.infra import drop_schema, postgres_url
+from tests.integration.test_runner import free_port, probe_service
+
+TOKEN = "observability-test-operator"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    if request.param == "sqlite":
+        yield {"DATABASE_URL": f"sqlite:///{tmp_path / 'probe.db'}"}
+        return
+    url, schema = postgres_url(), "o_" + uuid.uuid4().hex[:12]
+    yield {"DATABASE_URL": url, "DATABASE_SCHEMA": schema}
+    drop_schema(url, schema)
+
+
+@pytest.fixture
+def run_probe(amqp_uri, unique):
+    containers = []
+
+    def start(database, *, source=None, amqp=None):
+        config = {
+            "AMQP_URI": amqp or amqp_uri,
+            "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+            "LAVORO_TOKENS": f"tester:operator:{TOKEN}",
+            "LAVORO_RETRY_ATTEMPTS": 2,
+            "LAVORO_RETRY_BASE_DELAY": 0.01,
+            **database,
+        }
+        container = ServiceContainer(probe_service(unique, source), config)
+        container.start()
+        containers.append(container)
+        return container, f"http://127.0.0.1:{bound_port(container)}"
+
+    yield start
+    for container in containers:
+        container.kill()
+    with kombu.Connection(amqp_uri) as conn:
+        channel = conn.default_channel
+        for queue in (queue_name(unique, unique + "src"), dlq_name(unique)):
+            channel.queue_delete(queue)
+        for exchange in (f"{unique}.events", f"{unique}src.events"):
+            channel.exchange_delete(exchange)
+
+
+def metrics(base: str) -> dict[tuple[str, tuple], float]:
+    reply = requests.get(f"{base}/metrics", timeout=5)
+    assert reply.status_code == 200
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(reply.text):
+        for sample in family.samples:
+            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "service"))
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
+def add_note(base: str, note_id: str, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Idempotency-Key": f"add-{note_id}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.post(
+        f"{base}/notes", json={"note_id": note_id, "text": "x"}, headers=headers, timeout=5
+    )
+
+
+def test_nameko_takes_the_endpoints_and_the_dependency_from_the_base_class(unique, tmp_path):
+    # A database of its own: building the container already opens the EventStore's log.
+    config = {"AMQP_URI": "memory://", "DATABASE_URL": f"sqlite:///{tmp_path / 'probe.db'}"}
+    container = ServiceContainer(probe_service(unique), config)
+    routes = {(e.method_name, e.url) for e in container.entrypoints if isinstance(e, LavoroHttp)}
+    assert {("health", "/health"), ("metrics", "/metrics"), ("add_note", "/notes")} <= routes
+    assert any(isinstance(d, Observability) for d in container.dependencies)
+    public = {e.method_name for e in container.entrypoints if getattr(e, "public", False)}
+    assert public == {"health", "metrics"}
+
+
+def test_health_and_metrics_of_a_running_service(run_probe, unique, amqp_uri, database, tmp_path):
+    source = unique + "src"
+    container, base = run_probe(database, source=source)
+
+    answer = wait_for(
+        lambda: (r := requests.get(f"{base}/health", timeout=5)).status_code == 200 and r,
+        message="a healthy probe",
+    )
+    body = answer.json()  # no token needed
+    assert body["status"] == "ok" and body["service"] == unique
+    assert body["checks"]["database"] == {"ok": True, "head_position": 0, "head_hash": "0" * 64}
+    assert body["checks"]["broker"] == {"ok": True}
+    assert body["checks"]["relay"] == {"ok": True, "state": "leading", "lag": 0}
+
+    for n in range(3):
+        assert add_note(base, f"n{n}").status_code == 201
+    assert add_note(base, "anonymous", token=None).status_code == 401
+
+    # Another service's events: one handled, one that fails both tries and is parked.
+    source_log = EventLog(make_engine(f"sqlite:///{tmp_path / 'source.db'}"))
+    migrate(source_log.engine)
+    source_log.append("s-1", 0, [NewEvent("ping", {"fail": False})])
+    source_log.append("s-2", 0, [NewEvent("ping", {"fail": True})])
+    Relay(source_log, amqp_uri, source).publish_pending()
+
+    def settled():
+        found = metrics(base)
+        return (
+            found[("lavoro_handler_successes_total", ())] == 1
+            and found[("lavoro_dead_letters", (("status", "parked"),))] == 1
+            and found[("lavoro_relay_lag_events", ())] == 0
+            and found
+        )
+
+    found = wait_for(settled, timeout=20, message="the handled and the parked event")
+    # 3 notes and 1 pong: the head of the log is the count of events appended.
+    assert found[("lavoro_events_appended_total", ())] == 4
+    assert found[("lavoro_consumer_events_total", (("outcome", "retries"),))] == 1
+    assert found[("lavoro_consumer_events_total", (("outcome", "handled"),))] == 1
+    assert found[("lavoro_inbox_events", ())] == 1
+    assert found[("lavoro_projection_lag_events", (("projection", "probe_notes"),))] == 0
+    assert found[("lavoro_relay_leading", ())] == 1
+    assert found[("lavoro_relay_published_events_total", ())] == 4
+    assert found[("lavoro_database_up", ())] == 1
+    created = (("method", "POST"), ("route", "/notes"), ("status", "201"))
+    refused = (("method", "POST"), ("route", "/notes"), ("status", "401"))
+    assert found[("lavoro_http_request_duration_seconds_count", created)] == 3
+    assert found[("lavoro_http_request_duration_seconds_count", refused)] == 1
+    assert found[("lavoro_http_request_duration_seconds_sum", created)] > 0
+    health = (("method", "GET"), ("route", "/health"), ("status", "200"))
+    assert found[("lavoro_http_request_duration_seconds_count", health)] >= 1
+
+    figures = read_figures(log_for(container).engine, ["probe_notes"])
+    assert (figures.head_position, figures.parked, figures.inbox) == (4, 1, 1)
+    assert figures.head_hash == log_for(container).head()[1]
+    source_log.engine.dispose()
+
+
+def test_health_is_503_naming_the_broker_when_it_does_not_answer(run_probe, database):
+    closed = free_port()
+    _, base = run_probe(database, amqp=f"amqp://guest:guest@127.0.0.1:{closed}/")
+    reply = requests.get(f"{base}/health", timeout=10)
+    assert reply.status_code == 503
+    body = reply.json()
+    assert body["status"] == "failing"
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["broker"]["ok"] is False
+    assert body["checks"]["broker"]["error"].startswith("ConnectionRefusedError")
+    # Metrics still answer: the database is fine, the relay cannot publish.
+    assert metrics(base)[("lavoro_database_up", ())] == 1

@@ -1,0 +1,307 @@
+"""`lavoro run` and the registry: a small test service (`Probe`, below) started through the real
+`lavoro run`, in a child process of its own, answering `/health`, and stopped cleanly by SIGTERM.
+
+`Probe` is also the service the observability, CLI and deploy tests run: a child process imports
+it from here through the registry override `LAVORO_SERVICES`, named by `LAVORO_PROBE_NAME`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+from marshmallow import fields
+from typer.testing import CliRunner
+
+from shared import services
+from shared.auth import hash_token, read_tokens_file
+from shared.cli import app
+from shared.consumer import IncomingEvent, handles
+from shared.db import ROOT
+from shared.dependencies import EventStore
+from shared.eventlog import NewEvent
+from shared.observability import Observable
+from shared.projections import Projection
+from shared.relay import RelayExtension
+from shared.runner import service_settings
+from shared.schemas import Schema
+from shared.web import command, json_response
+from tests.helpers import wait_for
+
+BIN = Path(sys.executable).parent
+
+notes_metadata = sa.MetaData()
+notes = sa.Table(
+    "probe_notes",
+    notes_metadata,
+    sa.Column("note_id", sa.String(60), primary_key=True),
+    sa.Column("text", sa.String(200), nullable=False),
+)
+notes_projection = Projection("probe_notes", notes_metadata)
+
+
+@notes_projection.on("note_added")
+def _fold_note(conn, event):
+    conn.execute(notes.insert().values(note_id=event.data["note_id"], text=event.data["text"]))
+
+
+class AddNote(Schema):
+    note_id = fields.String(required=True)
+    text = fields.String(required=True)
+
+
+def probe_service(name: str, source: str | None = None) -> type:
+    """A service on the chassis with `Observable`: a command that appends `note_added` (folded
+    by a projection, published by its relay), and, given a `source`, a handler of that source's
+    `ping` events that fails when told to."""
+
+    class Probe(Observable):
+        store = EventStore(projections=[notes_projection])
+        relay = RelayExtension(poll_interval=0.2, backoff=(0.05, 0.5))
+
+        @command("POST", "/notes", schema=AddNote)
+        def add_note(self, cmd):
+            note = cmd.data
+            self.store.append(
+                f"note-{note['note_id']}", 0, [NewEvent("note_added", note)], command_id=cmd.id
+            )
+            return json_response(201, note)
+
+        if source is not None:
+
+            @handles(source, "ping")
+            def on_ping(self, event: IncomingEvent) -> None:
+                if event.data.get("fail"):
+                    raise RuntimeError("told to fail")
+                self.store.append(f"pong-{event.id}", 0, [NewEvent("ponged", {"id": event.id})])
+
+    Probe.name = name
+    Probe.__qualname__ = Probe.__name__ = f"Probe_{name}"
+    return Probe
+
+
+# What a child process started through the registry override runs.
+Probe = probe_service(os.environ.get("LAVORO_PROBE_NAME", "probe"))
+
+
+class Misnamed(Observable):
+    """Registered under another name than its own: the runner refuses to start it."""
+
+    name = "not_what_the_registry_says"
+    store = EventStore()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def probe_env(name: str, port: int, var: Path, amqp_uri: str, **extra: str) -> dict[str, str]:
+    """The environment under which `lavoro` knows only the probe service `name`."""
+    env = {
+        **os.environ,
+        "LAVORO_SERVICES": f"{name}=tests.integration.test_runner:Probe@{port}",
+        "LAVORO_PROBE_NAME": name,
+        "LAVORO_VAR": str(var),
+        "AMQP_URI": amqp_uri,
+        f"{name.upper()}_HTTP": f"127.0.0.1:{port}",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+    env.pop("LAVORO_TOKENS_FILE", None)
+    return env
+
+
+def delete_exchange(amqp_uri: str, name: str) -> None:
+    import kombu
+
+    with kombu.Connection(amqp_uri) as conn:
+        conn.channel().exchange_delete(name)
+
+
+def health(port: int) -> requests.Response | None:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    except requests.ConnectionError:
+        return None
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; only its parent has not collected it yet.
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+
+
+def test_lavoro_run_starts_the_service_in_its_own_process_and_stops_it_on_sigterm(
+    tmp_path, unique, amqp_uri
+):
+    port = free_port()
+    out = (tmp_path / "run.out").open("w")
+    run = subprocess.Popen(
+        [str(BIN / "lavoro"), "run"],
+        env=probe_env(unique, port, tmp_path, amqp_uri),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        answer = wait_for(
+            lambda: (r := health(port)) is not None and r.status_code == 200 and r,
+            timeout=40,
+            message="the probe's /health",
+        )
+        assert answer.json()["service"] == unique
+        assert answer.json()["checks"]["relay"]["state"] == "leading"
+        printed = wait_for(
+            lambda: "Ctrl-C stops" in (text := (tmp_path / "run.out").read_text()) and text,
+            message="the table",
+        )
+        assert f"http://127.0.0.1:{port}/openapi.json" in printed
+        row = next(line for line in printed.splitlines() if f"│ {unique}" in line)
+        child = int(row.strip("│ ").split("│")[-1])
+        started = next(json.loads(x) for x in printed.splitlines() if "service.started" in x)
+        assert started["pid"] == child and started["service"] == unique
+        assert child != run.pid and _parent_of(child) == run.pid  # its own process
+
+        # The development tokens: hashes in the tokens file, the token itself beside it (0600),
+        # and the service accepts it.
+        token_file = tmp_path / "operator.token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        entries = read_tokens_file(tmp_path / "tokens.json")
+        assert {(e.token_sha256, e.role) for e in entries} >= {(hash_token(token), "operator")}
+        assert (tmp_path / "auditor.token").exists()
+        created = requests.post(
+            f"http://127.0.0.1:{port}/notes",
+            json={"note_id": "n1", "text": "hello"},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "k1"},
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=40) == 0
+        assert not _alive(child)
+        text = (tmp_path / "run.out").read_text()
+        assert f"stopped: {unique} (exit 0)" in text
+        stopped = [json.loads(line) for line in text.splitlines() if '"service.stopped"' in line]
+        assert stopped and stopped[0]["service"] == unique
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        out.close()
+        delete_exchange(amqp_uri, f"{unique}.events")
+
+
+def test_a_second_run_reuses_the_development_tokens(tmp_path, monkeypatch):
+    from shared.runner import ensure_dev_tokens, read_dev_token
+
+    monkeypatch.setenv("LAVORO_VAR", str(tmp_path))
+    monkeypatch.delenv("LAVORO_TOKENS_FILE", raising=False)
+    first = ensure_dev_tokens()
+    operator = read_dev_token("operator")
+    assert ensure_dev_tokens() == first
+    assert read_dev_token("operator") == operator
+    assert len(read_tokens_file(tmp_path / "tokens.json")) == 2
+    # A token whose hash left the tokens file (revoked) is replaced by a new one.
+    (tmp_path / "tokens.json").write_text('{"tokens": []}')
+    ensure_dev_tokens()
+    assert read_dev_token("operator") != operator
+
+
+def test_a_service_that_fails_to_start_stops_run_with_one_line(tmp_path, unique, amqp_uri):
+    port = free_port()
+    env = probe_env(unique, port, tmp_path, amqp_uri)
+    env["LAVORO_SERVICES"] = f"{unique}=tests.integration.test_runner:Misnamed@{port}"
+    done = subprocess.run(
+        [str(BIN / "lavoro"), "run"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert f"error: {unique} exited with code 1 while starting" in done.stderr
+    assert "Traceback" not in done.stderr
+    # The child said why, as a JSON log line.
+    failed = [json.loads(line) for line in done.stdout.splitlines() if "failed_to_start" in line]
+    assert "registered as" in failed[0]["exception"]
+
+
+def test_run_without_a_broker_says_so_in_one_line_and_how_to_start_one():
+    closed = free_port()
+    result = CliRunner().invoke(app, ["run"], env={"AMQP_URI": f"amqp://u:pw@127.0.0.1:{closed}/"})
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(
+        f"error: RabbitMQ does not answer at amqp://u:**@127.0.0.1:{closed}/"
+    )
+    assert "rabbitmq-server -detached" in lines[0]
+    assert "docker compose -f deploy/compose.yaml up" in lines[0]
+
+
+def test_run_with_no_service_built_starts_none(amqp_uri):
+    result = CliRunner().invoke(
+        app,
+        ["run"],
+        env={"AMQP_URI": amqp_uri, "LAVORO_SERVICES": "ghost=services.ghost.service:Ghost@8999"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "no service is built yet: nothing to start" in result.output
+
+
+def test_the_registry_override_and_its_errors():
+    specs = services.parse_override("a=pkg.mod:A@8100, b=pkg.other:B")
+    assert [(s.name, s.module, s.class_name, s.port) for s in specs.values()] == [
+        ("a", "pkg.mod", "A", 8100),
+        ("b", "pkg.other", "B", None),
+    ]
+    assert specs["a"].database_env == "A_DATABASE_URL" and specs["a"].http_env == "A_HTTP"
+    for bad in ("A=x:Y", "a=x.Y", "a=x:Y@0", "a=x:Y@http"):
+        try:
+            services.parse_override(bad)
+        except services.RegistryError as exc:
+            assert "LAVORO_SERVICES item 1" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+    env = {
+        "LAVORO_SERVICES": "ghost=services.ghost.service:Ghost,probe=tests.integration.test_runner:Probe"
+    }
+    assert [s.name for s in services.available(env)] == ["probe"]
+    try:
+        services.get("ledger", env)
+    except services.UnknownService as exc:
+        assert "unknown service 'ledger'; one of ghost, probe" in str(exc)
+    else:
+        raise AssertionError("ledger is not in the override")
+
+
+def test_every_registered_service_that_exists_loads_under_its_own_name():
+    assert list(services.REGISTRY) == ["placement", "calls", "safeguarding", "charters", "ledger"]
+    assert len({spec.port for spec in services.REGISTRY.values()}) == 5
+    for spec in services.REGISTRY.values():
+        assert spec.module == f"services.{spec.name}.service"
+        if spec.exists():
+            assert spec.load().name == spec.name
+
+
+def test_the_registry_port_is_the_default_http_address(monkeypatch):
+    spec = services.ServiceSpec("probe_port", "tests.integration.test_runner:Probe", 8123)
+    monkeypatch.delenv(spec.http_env, raising=False)
+    assert service_settings(spec)["WEB_SERVER_ADDRESS"] == "0.0.0.0:8123"
+    assert spec.http_env not in os.environ  # set only while the config was read
+    monkeypatch.setenv(spec.http_env, "127.0.0.1:9000")
+    assert service_settings(spec)["WEB_SERVER_ADDRESS"] == "127.0.0.1:9000"
