@@ -280,7 +280,7 @@ class EventDispatcher(SharedExtension):
     # Methods, not properties: nameko reads every attribute of an extension before it is bound.
     def _engine(self) -> Any:
         assert self._store is not None
-        return self._store.engine
+        return self._store.engine()
 
     def _office(self) -> dlq.DeadLetterOffice:
         assert self._dead_letters is not None

@@ -248,9 +248,10 @@ class EventStore(DependencyProvider):
         if self.log is not None:
             self.log.engine.dispose()
 
-    @property
     def engine(self) -> Engine:
-        """For chassis extensions (the consumer), never handed to a service method."""
+        """For chassis extensions (the consumer), never handed to a service method. A method, not
+        a property: nameko reads every attribute of an extension while it builds a container,
+        and a property would open (and create) the database then."""
         return self.ensure_log().engine
 
     def get_dependency(self, worker_ctx: Any) -> Store:

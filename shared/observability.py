@@ -338,7 +338,7 @@ class Observability(DependencyProvider):
 
     # Methods, not properties: nameko reads every attribute of an extension before it is bound.
     def engine(self) -> Engine:
-        return store_for(self.container).engine
+        return store_for(self.container).engine()
 
     def projection_names(self) -> list[str]:
         projections = store_for(self.container).projections

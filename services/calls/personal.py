@@ -73,7 +73,7 @@ class Applicants:
 
 class PersonalData(DependencyProvider):
     def setup(self) -> None:
-        engine = store_for(self.container).engine
+        engine = store_for(self.container).engine()
         self.vault = Vault(engine)
         self.key = self.container.config.get(PSEUDONYM_KEY) or DEVELOPMENT_KEY
         if self.key == DEVELOPMENT_KEY:
