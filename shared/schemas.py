@@ -71,6 +71,11 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 # -- money ---------------------------------------------------------------------------------------
 
 
+class JsonFraction(decimal.Decimal):
+    """A JSON number with a fraction, as the HTTP edge reads it: exact for fields that take
+    decimals (a share, a score), but refused as money, because the sender wrote a float."""
+
+
 def parse_money(value: Any, *, allow_negative: bool = False) -> decimal.Decimal:
     """`value` (a string like "12.50", an int, or a Decimal) as euros quantized to cents.
 
@@ -80,7 +85,7 @@ def parse_money(value: Any, *, allow_negative: bool = False) -> decimal.Decimal:
     """
     if isinstance(value, bool):  # bool is an int to Python, never an amount to a person
         raise ValueError('not an amount: give a string such as "12.50"')
-    if isinstance(value, float):
+    if isinstance(value, float | JsonFraction):
         raise ValueError(
             'amounts are never floats: send a string such as "12.50" (a JSON number with a '
             "fraction cannot hold cents exactly)"
@@ -141,6 +146,8 @@ class Money(fields.Field[decimal.Decimal]):
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
+        if isinstance(value, str):  # a stored payload (e.g. through a public schema): check it
+            value = parse_money(value, allow_negative=True)
         return format_money(value)
 
 
@@ -188,6 +195,8 @@ class UtcDateTime(fields.Field[dt.datetime]):
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
+        if isinstance(value, str):  # a stored payload: normalise it through the same parser
+            value = self._deserialize(value, attr, None)
         return format_ts(value)
 
 
@@ -211,6 +220,8 @@ class LocalDate(fields.Field[dt.date]):
             raise self.make_error("invalid") from error
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if isinstance(value, str):  # a stored payload: check it is a date
+            value = self._deserialize(value, attr, None)
         return None if value is None else value.isoformat()
 
 

@@ -57,7 +57,7 @@ from shared.auth import COMMAND, READ, Principal, Tokens, authorise, bearer_toke
 from shared.clock import format_ts
 from shared.errors import InvalidInput, LavoroError, Unauthorized
 from shared.logs import bind_request, get_logger
-from shared.schemas import invalid_input
+from shared.schemas import JsonFraction, invalid_input
 
 # Keys of nameko's worker context data (worker_ctx.data) that the store dependency reads.
 ACTOR_KEY = "lavoro.actor"
@@ -199,8 +199,8 @@ def _json_body(request: Request) -> Any:
     if not raw.strip():
         return {}  # a command with nothing to say, e.g. POST /calls/<id>/close
     try:
-        # parse_float=Decimal: an amount sent as a JSON number never passes through a float
-        return json.loads(raw.decode("utf-8"), parse_float=decimal.Decimal)
+        # Exact, never through a float; and marked, so that Money refuses a number with a fraction.
+        return json.loads(raw.decode("utf-8"), parse_float=JsonFraction)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         message = f"not valid JSON: {exc}"
         raise LavoroError(f"request body is {message}", fields={"body": [message]}) from exc

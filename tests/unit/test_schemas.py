@@ -350,3 +350,36 @@ def test_a_whole_object_or_list_can_be_one_personal_value():
     sealed = map_personal(schema, schema.dump(loaded), lambda path, value: f"<{path}>")
     assert sealed == {"address": "<address>", "phones": "<phones>"}
     assert "address.street" in refusal(schema, {"address": {"street": 5}})
+
+
+def test_a_json_number_with_a_fraction_is_refused_as_money_but_exact_elsewhere():
+    import json
+
+    from marshmallow import fields as mf
+
+    from shared.schemas import JsonFraction, Money, Schema
+
+    class Tranche(Schema):
+        amount = Money(required=True)
+        share = mf.Decimal(required=True)
+
+    body = json.loads('{"amount": 12.5, "share": 0.80}', parse_float=JsonFraction)
+    with pytest.raises(ValidationError) as caught:
+        Tranche().load(body)
+    assert "never floats" in caught.value.messages["amount"][0]
+    assert "share" not in caught.value.messages
+    assert Tranche().load({"amount": 12, "share": body["share"]})["share"] == Decimal("0.80")
+
+
+def test_public_schemas_dump_stored_payloads_checked():
+    from shared.schemas import LocalDate, Money, Schema, UtcDateTime
+
+    class Public(Schema):
+        amount = Money()
+        paid_on = LocalDate()
+        at = UtcDateTime()
+
+    stored = {"amount": "1250.00", "paid_on": "2024-03-01", "at": "2024-03-01T09:30:00.000000Z"}
+    assert Public().dump(stored) == stored
+    with pytest.raises(ValueError):
+        Public().dump({"amount": "12.345"})
