@@ -563,6 +563,10 @@ class HandlesEntrypoint(Entrypoint):
         super().__init__(**kwargs)
 
     def setup(self) -> None:
+        # A source may run under another name (a test's unique name, a staging copy): config
+        # `LAVORO_SOURCES: {"calls": "calls-staging"}` renames it without touching the service.
+        aliases = self.container.config.get(SOURCES_KEY) or {}
+        self.source = aliases.get(self.source, self.source)
         self.dispatcher.register(self)
 
     def stop(self) -> None:
@@ -570,6 +574,7 @@ class HandlesEntrypoint(Entrypoint):
 
 
 handles = HandlesEntrypoint.decorator
+SOURCES_KEY = "LAVORO_SOURCES"
 
 
 def consumer_stats(container: Any) -> collections.Counter[str]:

@@ -398,9 +398,11 @@ class LavoroHttp(HttpRequestHandler):
 
     def response_from_result(self, result: Any) -> Response:
         if isinstance(result, Response):
-            # JSON, JSON Lines (an audit export) or a +json type; a text/plain or HTML answer
-            # is a bug in the method, not something to pass on.
-            if "json" not in (result.mimetype or ""):
+            # JSON, JSON Lines (an audit export), a +json type, or CSV (an export for people's
+            # spreadsheets); a text/plain or HTML answer is a bug in the method, not something
+            # to pass on.
+            mimetype = result.mimetype or ""
+            if "json" not in mimetype and mimetype != "text/csv":
                 raise TypeError(f"{self.method_name} returned a {result.mimetype!r} response")
             return result
         if isinstance(result, tuple) and len(result) == 3:

@@ -410,3 +410,23 @@ def test_a_stop_mid_burst_then_a_restart_handles_every_event_once_in_order(harne
         positions = [e.data["position"] for e in seen if e.stream == f"seen-{stream}"]
         assert positions == [b["position"] for b in bodies if b["stream"] == stream]
     assert consumer_stats(second)["parked"] == 0
+
+
+def test_config_renames_a_source_without_touching_the_service(harness):
+    """`LAVORO_SOURCES` lets a service that says `@handles("ledger", ...)` consume a copy of the
+    ledger running under another name (here the test's unique source)."""
+    behaviour = Behaviour(append=False)
+
+    class Renamed:
+        name = harness.service
+        store = EventStore()
+
+        @handles("ledger", "thing_happened")
+        def on_thing(self, event: IncomingEvent) -> None:
+            behaviour.handle(self.store, event)
+
+    harness.start(Renamed, LAVORO_SOURCES={"ledger": harness.source})
+    body = a_body("s-renamed")
+    harness.publish(body)
+    wait_for(lambda: len(behaviour.calls) == 1, 10, "the renamed source's event handled")
+    assert behaviour.calls[0].id == body["id"] and behaviour.calls[0].source == harness.source

@@ -94,6 +94,10 @@ class EdgeService:
     def audit_head(self, request):
         return {"position": 0}
 
+    @query("/export.csv")
+    def export(self, request):
+        return Response("position,total\n1,88.50\n", mimetype="text/csv")
+
     @query("/text")
     def text(self, request):
         return Response("plain words", mimetype="text/plain")
@@ -393,3 +397,14 @@ def test_a_method_that_answers_text_is_a_500_not_text_to_the_client(edge):
     assert response.status_code == 500
     assert response.body["error"] == "internal"
     assert "plain words" not in response.text
+
+
+def test_a_csv_export_passes_through_with_its_own_media_type(edge):
+    response = requests.get(
+        f"{edge.base}/export.csv",
+        headers={"Authorization": f"Bearer {edge.tokens['auditor']}"},
+        timeout=5,
+    )
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert response.text.splitlines() == ["position,total", "1,88.50"]
