@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
+import datetime as dt  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -63,11 +64,17 @@ projections = typer.Typer(
 tokens = typer.Typer(
     help="Bearer tokens for the HTTP APIs.", no_args_is_help=True, rich_markup_mode="markdown"
 )
+ledger = typer.Typer(
+    help="The programme's books, read from the running ledger service.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 app.add_typer(audit, name="audit")
 app.add_typer(events, name="events")
 app.add_typer(dead_letters, name="dlq")
 app.add_typer(projections, name="projections")
 app.add_typer(tokens, name="tokens")
+app.add_typer(ledger, name="ledger")
 
 BROKER_HELP = (
     "start one with `rabbitmq-server -detached`, "
@@ -195,12 +202,20 @@ def run(
     stop_timeout: float = typer.Option(
         30.0, help="seconds each service may take to stop before it is killed"
     ),
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="run calls on the clock `lavoro demo` may move forward (development only)",
+    ),
 ) -> None:
     """Start every service, each in its own process (needs RabbitMQ at AMQP_URI).
 
     Upgrades each service's database, starts it with its relay inside, writes an operator and
     an auditor token under var/ for the CLI, and prints where each service listens. Ctrl-C (or
     SIGTERM) stops them all cleanly: in-flight messages go back to the broker, relays resume.
+
+    With --demo, the calls service runs on a clock that `lavoro demo` may move forward, so that
+    a call's window can end within the demo (shared/demo.py).
 
     Example: lavoro run
     """
@@ -215,6 +230,11 @@ def run(
     refused = broker_answers(uri, timeout=3.0)
     if refused is not None:
         _fail(f"RabbitMQ does not answer at {sanitize_url(uri)} ({refused}): {BROKER_HELP}")
+    if demo:
+        from shared.demo import demo_override
+
+        # This process and the services it starts (they inherit the environment).
+        os.environ[services.OVERRIDE_KEY] = demo_override(list(services.registry().values()))
     specs = services.available()
     if not specs:
         typer.echo("no service is built yet: nothing to start (see shared/services.py)")
@@ -789,6 +809,102 @@ def audit_export(
         with _disposing(log.engine), path.open("w", encoding="utf-8") as handle:
             count = log.export(handle.write)
         typer.echo(f"{spec.name}: {count} events to {path}", err=True)
+
+
+# -- the demo and the ledger's figures -------------------------------------------------------------
+
+
+@app.command("demo")
+@_cli_errors
+def demo_command(
+    token: str | None = typer.Option(None, help="an operator token (default: var/operator.token)"),
+    timeout: float = typer.Option(60.0, help="seconds to wait for each answer between services"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Drive the real programme through the services' HTTP APIs and print the ledger's figures.
+
+    Needs the system started with `lavoro run --demo`. The project CUP F31D23000140007 and its
+    admission, the offices' conventions and contracts, a self-employment and a social-innovation
+    call with their applications, co-design, scores and rankings, the awards reaching the ledger
+    (one finds no room and is suspended), advances paid. Exits 1 unless programmed, admitted,
+    legally binding and disbursed are 4,000,000.00 / 4,000,000.00 / 4,000,000.00 / 605,305.62.
+    Running it again changes nothing.
+
+    Example: lavoro demo
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shared import demo
+
+    steps = len(demo.script(dt.date.today(), dt.date.today())) + 1
+    try:
+        ready = demo.connect(token=token, timeout=timeout)
+    except demo.DemoError as exc:
+        raise CliError(str(exc)) from exc
+    bar = Progress(
+        TextColumn("{task.description:<48}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=as_json,
+    )
+    try:
+        with bar:
+            task = bar.add_task("lavoro demo", total=steps)
+
+            def advance(label: str) -> None:
+                bar.update(task, description=label[:48], completed=bar.tasks[0].completed + 1)
+
+            result = ready.run(advance)
+            bar.update(task, description="done", completed=steps)
+    except demo.DemoError as exc:
+        raise CliError(str(exc)) from exc
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        console = _console()
+        console.print(demo.progress_table(result.progress, "The ledger after the demo"))
+        for line in demo.describe(result):
+            console.print(line)
+    if result.mismatches:
+        raise CliError(demo.mismatch_line(result.mismatches))
+
+
+@ledger.command("progress")
+@_cli_errors
+def ledger_progress(
+    as_of: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--as-of",
+            formats=["%Y-%m-%d"],
+            help="the books as they stood at the end of this day in Bologna (YYYY-MM-DD)",
+        ),
+    ] = None,
+    cup: str = typer.Option("F31D23000140007", help="the project's CUP"),
+    token: str | None = typer.Option(
+        None, help="a token that may read (default: var/auditor.token, else var/operator.token)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Programmed, admitted, legally binding and disbursed, in total and per budget line.
+
+    Read from the running ledger service (GET /projects/<cup>/progress).
+
+    Example: lavoro ledger progress --as-of 2025-06-30
+    """
+    from shared import demo
+
+    try:
+        progress = demo.read_progress(token=token, cup=cup, as_of=as_of.date() if as_of else None)
+    except demo.DemoError as exc:
+        raise CliError(str(exc)) from exc
+    if as_json:
+        _echo_json(progress)
+        return
+    _console().print(demo.progress_table(progress))
+    typer.echo(f"disbursed: {progress['disbursed_percent']}% of programmed")
 
 
 # -- tokens ----------------------------------------------------------------------------------------

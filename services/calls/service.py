@@ -35,6 +35,7 @@ from werkzeug.wrappers import Request, Response
 from shared.consumer import HandlesEntrypoint, IncomingEvent
 from shared.dependencies import EventStore, Store
 from shared.eventlog import NewEvent
+from shared.observability import Observable
 from shared.openapi import document, openapi_spec
 from shared.relay import RelayExtension
 from shared.schemas import load_input
@@ -88,7 +89,7 @@ def _accepted(outcome: flows.Outcome, status: int = 200) -> Response:
     return json_response(status, outputs.Accepted().dump(body))
 
 
-class Calls:
+class Calls(Observable):
     name = "calls"
     # What a worker finds at `self.store` is the provider's narrow Store, not the provider.
     store: Store = EventStore(  # type: ignore[assignment]

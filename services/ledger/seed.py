@@ -13,13 +13,20 @@ metropolitana, the municipal job desk, the Tavolo di salvaguardia, the over-inde
 the self-employment and social-innovation calls with their caps of 10,000 and 8,000 euros) and add
 up exactly to the published totals; every payment is made within the 80 days of Reg. 2021/1060.
 
-`requests()` gives the HTTP requests that record it all (used by the tests and `lavoro demo`).
+Two renditions of the same books. The grants of the two metropolitan calls are, in the programme,
+the calls service's awards reaching the ledger (docs/events.md, F1) and their advances the
+tranches it pays (F2): `CALLS` holds what those awards and tranches come to, and `lavoro demo`
+(shared/demo.py) makes the calls service award exactly them, ONE more award of the social
+innovation call finding no room left on the line (suspended, its money released to the call).
+`requests()` records the same books through the ledger's HTTP API alone, each award as a `grant`
+commitment and each advance as a payment (the ledger's own tests use it): both end on the same
+four figures, `EXPECTED`. `OFFICE_COMMITMENTS` are the documents the offices record themselves.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -70,31 +77,71 @@ class Commitment:
     payments: tuple[Payment, ...] = ()
 
 
-def _grants(
-    call: str, signed_on: str, amounts: list[str], advances: int, claim_date: str, paid_on: str
-) -> list[Commitment]:
-    """Grant agreements of one call; the first `advances` got half their grant in advance."""
-    grants = []
-    for number, amount in enumerate(amounts, start=1):
-        payments: tuple[Payment, ...] = ()
-        if number <= advances:
-            half = (Decimal(amount) / 2).quantize(Decimal("0.01"))
-            payments = (Payment(f"{call}/{number:02d}-ANT", claim_date, paid_on, str(half)),)
-        grants.append(
-            Commitment(
-                "labour_policies",
-                "grant",
-                f"{call}/{number:02d}",
-                signed_on,
-                amount,
-                f"grant agreement {number} of call {call}",
-                payments,
+@dataclasses.dataclass(frozen=True)
+class CallGrants:
+    """What one metropolitan call's awards come to, in ranking order (inferred figures)."""
+
+    reference: str  # the call's act; an award's reference is `<reference>/<position>`
+    kind: str  # self_employment | social_innovation (the calls service's kinds)
+    awards: tuple[str, ...]  # the awards the line has room for, by ranking position
+    advances: tuple[str, ...]  # the advance paid on the first awards, by ranking position
+    signed_on: str  # the day the grant agreements were signed (`requests()` only)
+    claim_date: str  # the advances' claims and payment (`requests()` only)
+    paid_on: str
+    over_room: tuple[str, ...] = ()  # awards the ledger refuses: no room left on the line
+
+    @property
+    def budget(self) -> Decimal:
+        """The call's budget: every award it makes, including those the line refuses."""
+        return sum((Decimal(a) for a in (*self.awards, *self.over_room)), Decimal("0.00"))
+
+    def commitments(self) -> list[Commitment]:
+        """The grant agreements as commitments recorded by hand (`requests()`)."""
+        grants = []
+        for number, amount in enumerate(self.awards, start=1):
+            payments: tuple[Payment, ...] = ()
+            if number <= len(self.advances):
+                claim = f"{self.reference}/{number:02d}-ANT"
+                payments = (
+                    Payment(claim, self.claim_date, self.paid_on, self.advances[number - 1]),
+                )
+            grants.append(
+                Commitment(
+                    "labour_policies",
+                    "grant",
+                    f"{self.reference}/{number:02d}",
+                    self.signed_on,
+                    amount,
+                    f"grant agreement {number} of call {self.reference}",
+                    payments,
+                )
             )
-        )
-    return grants
+        return grants
 
 
-COMMITMENTS: tuple[Commitment, ...] = (
+# The two calls of DOMAIN.md: self-employment (up to 10,000 euros an award, 80% of the eligible
+# cost) and social innovation (up to 8,000). Every third-sector body asked the social innovation
+# call for the full 8,000; its budget was set for ten awards, but by the time its ranking was
+# approved the line had room for nine (inferred, like every figure here).
+CALLS: tuple[CallGrants, ...] = (
+    CallGrants(
+        "AVV-2024-AUTOIMP", "self_employment",
+        awards=("10000.00", "10000.00", "9800.00", "9500.00", "9200.00",
+                "10000.00", "9700.00", "10000.00", "9800.00", "10000.00"),
+        advances=("5000.00", "5000.00", "4900.00", "4750.00"),
+        signed_on="2024-10-21", claim_date="2024-11-04", paid_on="2024-12-10",
+    ),
+    CallGrants(
+        "AVV-2024-INNSOC", "social_innovation",
+        awards=("8000.00",) * 9,
+        advances=("4000.00", "3750.00"),
+        signed_on="2024-11-25", claim_date="2024-12-09", paid_on="2025-01-24",
+        over_room=("8000.00",),
+    ),
+)  # fmt: skip
+
+
+OFFICE_COMMITMENTS: tuple[Commitment, ...] = (
     # employment services: 2,000,000.00
     Commitment(
         "employment_services", "convention", "CONV-2024-IPL", "2024-04-15", "1400000.00",
@@ -147,31 +194,28 @@ COMMITMENTS: tuple[Commitment, ...] = (
         "labour_policies", "convention", "CONV-2024-MICRO", "2024-07-22", "250000.00",
         "guarantee fund for the calls' microcredit (up to 25,000 euros a loan)",
     ),
-    *_grants(
-        "AVV-2024-AUTOIMP", "2024-10-21",
-        ["10000.00", "10000.00", "9800.00", "9500.00", "9200.00",
-         "10000.00", "8700.00", "10000.00", "9600.00", "9200.00"],
-        advances=4, claim_date="2024-11-04", paid_on="2024-12-10",
-    ),
-    *_grants(
-        "AVV-2024-INNSOC", "2024-11-25",
-        ["8000.00", "7500.00", "8000.00", "6800.00", "8000.00",
-         "7200.00", "8000.00", "6500.00", "8000.00", "6000.00"],
-        advances=2, claim_date="2024-12-09", paid_on="2025-01-24",
-    ),
 )  # fmt: skip
+
+# Every commitment of the books: the offices' documents, then the calls' grant agreements.
+COMMITMENTS: tuple[Commitment, ...] = (
+    *OFFICE_COMMITMENTS,
+    *(grant for call in CALLS for grant in call.commitments()),
+)
 
 
 def commitment_path(commitment: Commitment) -> str:
     return f"/commitments/{commitment_id_for(commitment.kind, commitment.source_reference)}"
 
 
-def requests() -> Iterator[tuple[str, str, dict[str, Any]]]:
+def requests(
+    commitments: Iterable[Commitment] = COMMITMENTS,
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(method, path, JSON body) of every command that records the seed, in order; each needs its
-    own Idempotency-Key."""
+    own Idempotency-Key. `lavoro demo` gives `OFFICE_COMMITMENTS`: the grants come from calls."""
+    commitments = tuple(commitments)
     yield "POST", "/projects", PROJECT
     yield "POST", f"/projects/{CUP}/admissions", ADMISSION
-    for commitment in COMMITMENTS:
+    for commitment in commitments:
         body = {
             "project_cup": CUP,
             "budget_line": commitment.budget_line,
@@ -181,6 +225,6 @@ def requests() -> Iterator[tuple[str, str, dict[str, Any]]]:
             "amount": commitment.amount,
         }
         yield "POST", "/commitments", body
-    for commitment in COMMITMENTS:
+    for commitment in commitments:
         for payment in commitment.payments:
             yield "POST", commitment_path(commitment) + "/payments", dataclasses.asdict(payment)

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 from shared.consumer import HandlesEntrypoint, IncomingEvent
 from shared.dependencies import EventStore, Store
 from shared.errors import NotFound
+from shared.observability import Observable
 from shared.openapi import document, openapi_spec
 from shared.relay import RelayExtension
 from shared.schemas import load_input
@@ -54,7 +55,7 @@ def _dump(schema: type[api.Schema], value: Any) -> Any:
     return schema().dump(value)
 
 
-class LedgerService:
+class LedgerService(Observable):
     name = "ledger"
     store = EventStore(projections=[readmodels.projection], upcasters=schemas.upcasters)
     relay = RelayExtension(public=schemas.PUBLIC)

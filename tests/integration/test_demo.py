@@ -1,0 +1,326 @@
+"""`lavoro demo` and `lavoro ledger progress`, in parts (the whole demo on the whole system is
+tests/e2e/test_demo.py).
+
+- The demo's data: its two calls' rankings award exactly the seed's grants, plus one award the
+  labour-policies line has no room for; with the offices' documents the books add up to the
+  published figures; every command has a key of its own, the same on any day.
+- The demo clock only moves forward and survives a restart; `lavoro run --demo` runs calls on it.
+- Against a ledger running on the real broker: `lavoro ledger progress` as a table, as JSON and as
+  of a day; the demo's ledger steps twice append nothing the second time and refuse a database
+  with other books; `lavoro demo` refuses, in one line, to start without the demo clock or the
+  services.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections import defaultdict
+from decimal import Decimal
+
+import kombu
+import pytest
+from nameko.containers import ServiceContainer
+from typer.testing import CliRunner
+
+from services.calls import ranking
+from services.ledger import readmodels, schemas, seed
+from services.ledger.service import CALLS_SOURCE_KEY, LedgerService
+from shared import demo, services
+from shared.cli import app
+from shared.clock import UTC, FixedClock
+from shared.consumer import queue_name
+from shared.dependencies import EventStore, log_for
+from shared.dlq import dlq_name
+from shared.observability import fetch_health
+from shared.web import bound_port
+from tests.helpers import wait_for
+from tests.integration.test_cli_ops import json_out
+from tests.integration.test_runner import free_port
+from tests.service.ledger.client import AUDITOR, OPERATOR, TOKENS, Client
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+RECORDED = dt.datetime(2024, 6, 3, 9, 0, tzinfo=UTC)  # the ledger's clock in these tests
+LINE = "labour_policies"
+
+
+def d(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def one_line_error(result) -> str:
+    """The one line on stderr (stdout has the log lines of the ledger running in this process)."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# -- the data ---------------------------------------------------------------------------------
+
+
+def awards_of(call: demo.DemoCall) -> list[Decimal]:
+    """What the calls service's ranking awards, in ranking order (services/calls/ranking.py,
+    the bonus as services/calls/domain.py counts it)."""
+    criteria = [ranking.Criterion(*c) for c in call.criteria]
+    candidates = []
+    for seq, app_ in enumerate(call.applicants, start=1):
+        if app_.scores is None:
+            continue
+        applicant = app_.applicant
+        holder = applicant["person"] if applicant["kind"] == "person" else applicant["organisation"]
+        bonus = sum(call.bonuses.get(p, 0) for p in set(holder.get("priorities", ())))
+        candidates.append(
+            ranking.Candidate(
+                str(seq),
+                seq,
+                str(seq),
+                app_.scores,
+                bonus,
+                d(app_.requested),
+                d(app_.eligible_cost),
+            )
+        )
+    ranked = ranking.rank(candidates, criteria, call.tie_break)
+    pool = {c.application_id: c for c in candidates}
+    allocations = ranking.allocate(
+        ranked,
+        pool,
+        available=call.grants.budget,
+        cap=d(call.award_cap),
+        max_share=d(call.max_share),
+    )
+    return [a.amount for a in allocations]
+
+
+def test_the_calls_award_exactly_the_seeds_grants_and_one_the_line_has_no_room_for():
+    for call in demo.DEMO_CALLS:
+        expected = [d(a) for a in (*call.grants.awards, *call.grants.over_room)]
+        assert awards_of(call) == expected, call.reference
+        assert any(a.scores is None for a in call.applicants)  # one found inadmissible
+        assert any(a.sessions for a in call.applicants)  # co-design
+    assert {a.applicant["kind"] for a in demo.SELF_EMPLOYMENT.applicants} == {"person"}
+    kinds = {a.applicant["kind"] for a in demo.SOCIAL_INNOVATION.applicants}
+    assert kinds == {"third_sector_body", "informal_group"}
+
+    # The line's room when the social innovation call's awards arrive: nine of its ten awards.
+    programmed = {i["budget_line"]: d(i["amount"]) for i in seed.PROJECT["budget_lines"]}
+    offices = sum(d(c.amount) for c in seed.OFFICE_COMMITMENTS if c.budget_line == LINE)
+    room = programmed[LINE] - offices - sum(awards_of(demo.SELF_EMPLOYMENT))
+    social = awards_of(demo.SOCIAL_INNOVATION)
+    assert len(set(social)) == 1  # equal awards: whichever arrives last, the same amount is left
+    assert room == sum(social[:-1]) and room < sum(social)
+
+
+def test_with_the_offices_documents_the_demo_ends_on_the_published_figures():
+    committed: dict[str, Decimal] = defaultdict(Decimal)
+    for commitment in seed.OFFICE_COMMITMENTS:
+        assert commitment.kind != "grant"  # grants come from the calls
+        committed[commitment.budget_line] += d(commitment.amount)
+    for call in demo.DEMO_CALLS:
+        committed[LINE] += sum(d(a) for a in call.grants.awards)
+    programmed = {i["budget_line"]: d(i["amount"]) for i in seed.PROJECT["budget_lines"]}
+    assert dict(committed) == programmed
+    office_paid = sum(d(p.amount) for c in seed.OFFICE_COMMITMENTS for p in c.payments)
+    advances = sum(d(a) for call in demo.DEMO_CALLS for a in call.grants.advances)
+    assert office_paid + advances == seed.EXPECTED["disbursed"] == d("605305.62")
+    # the ledger-only rendition of the same books (services/ledger/seed.py, requests())
+    assert sum(d(c.amount) for c in seed.COMMITMENTS) == seed.EXPECTED["legally_binding"]
+
+
+def test_every_command_has_a_key_of_its_own_the_same_on_any_day():
+    today = dt.date(2026, 11, 26)
+    steps = demo.script(today, today)
+    commands = [s for s in steps if isinstance(s, demo.Command)]
+    keys = [c.key for c in commands]
+    assert len(keys) == len(set(keys)) > 100
+    for key in keys:
+        assert len(key) <= 200 and key.isascii() and key.isprintable() and " " not in key
+    later = demo.script(dt.date(2027, 2, 1), dt.date(2027, 2, 3))
+    assert [c.key for c in later if isinstance(c, demo.Command)] == keys
+    assert sum(isinstance(s, demo.AwaitAwards) for s in steps) == 2
+    assert [s.label for s in steps].index("calls: the windows end (demo clock)") < next(
+        i for i, s in enumerate(steps) if s.label.startswith("calls: AVV-2024-AUTOIMP ranking")
+    )
+
+
+def test_a_figure_off_by_a_cent_is_named_with_what_was_expected():
+    progress = {"total": {name: f"{seed.EXPECTED[name]:.2f}" for name in demo.FIGURES}}
+    assert demo.mismatches(progress) == {}
+    progress["total"]["disbursed"] = "605305.61"
+    found = demo.mismatches(progress)
+    assert found == {"disbursed": (d("605305.61"), d("605305.62"))}
+    assert demo.mismatch_line(found) == (
+        "the ledger's figures differ from the seed's: disbursed 605,305.61 (expected 605,305.62)"
+    )
+
+
+def test_the_demo_clock_moves_only_forward_and_survives_a_restart(tmp_path):
+    path = tmp_path / "calls.demo-clock"
+    clock = demo.ShiftedClock(path)
+    real = dt.datetime.now(UTC)
+    assert abs(clock.now() - real) < dt.timedelta(seconds=5) and not path.exists()
+    clock.advance_to(real + dt.timedelta(days=1))
+    assert clock.now() >= real + dt.timedelta(days=1)
+    clock.advance_to(real - dt.timedelta(days=3))  # back: nothing moves
+    assert clock.now() >= real + dt.timedelta(days=1)
+    restarted = demo.ShiftedClock(path)
+    assert restarted.shift == clock.shift > dt.timedelta(hours=23)
+    assert json.loads(path.read_text())["shift_seconds"] == clock.shift.total_seconds()
+
+
+def test_lavoro_run_demo_runs_calls_on_the_demo_clock():
+    override = demo.demo_override(list(services.REGISTRY.values()))
+    specs = services.parse_override(override)
+    assert specs["calls"].target == "shared.demo:DemoCalls"
+    assert specs["calls"].port == services.REGISTRY["calls"].port
+    assert specs["ledger"] == services.REGISTRY["ledger"]
+    cls = specs["calls"].load()
+    assert cls.name == "calls" and issubclass(cls, services.REGISTRY["calls"].load())
+    assert isinstance(cls.store.clock, demo.ShiftedClock)
+    assert {"demo_clock", "advance_demo_clock"} <= set(vars(cls))
+    helped = runner.invoke(app, ["run", "--help"])
+    assert helped.exit_code == 0 and "--demo" in helped.output
+
+
+# -- against a running ledger -------------------------------------------------------------------
+
+
+@pytest.fixture
+def ledger(tmp_path, unique, amqp_uri):
+    """A ledger on the real broker (its relay leads, so /health is 200), on a clock fixed at
+    RECORDED; yields (client, its log, the CLI's environment)."""
+    name, calls = unique + "ledger", unique + "calls"
+    store = EventStore(
+        projections=[readmodels.projection],
+        upcasters=schemas.upcasters,
+        clock=FixedClock(RECORDED),
+    )
+    cls = type("DemoTestLedger", (LedgerService,), {"name": name, "store": store})
+    config = {
+        "AMQP_URI": amqp_uri,
+        "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "LAVORO_TOKENS": TOKENS,
+        CALLS_SOURCE_KEY: calls,
+    }
+    container = ServiceContainer(cls, config)
+    container.start()
+    try:
+        port = bound_port(container)
+        wait_for(lambda: fetch_health(f"127.0.0.1:{port}")[0] == "up", 20, "the ledger's health")
+        env = {"LEDGER_HTTP": f"127.0.0.1:{port}", "LAVORO_VAR": str(tmp_path)}
+        yield Client(f"http://127.0.0.1:{port}"), log_for(container), env
+    finally:
+        container.kill()
+        with kombu.Connection(amqp_uri) as conn:
+            channel = conn.channel()
+            for queue in (queue_name(name, calls), dlq_name(name)):
+                channel.queue_delete(queue)
+            for exchange in (f"{name}.events", f"{calls}.events"):
+                channel.exchange_delete(exchange)
+
+
+def test_ledger_progress_as_a_table_as_json_and_as_of_a_day(ledger):
+    client, _log, env = ledger
+    client.record_seed()
+    table = runner.invoke(app, ["ledger", "progress", "--token", AUDITOR], env=env)
+    assert table.exit_code == 0, table.output
+    total = next(line for line in table.stdout.splitlines() if line.startswith("│ total"))
+    assert total.split("│")[2:6] == [
+        " 4,000,000.00 ",
+        " 4,000,000.00 ",
+        "    4,000,000.00 ",
+        " 605,305.62 ",
+    ]
+    assert "labour_policies" in table.output and "15.1% of programmed" in table.output
+
+    as_json = runner.invoke(app, ["ledger", "progress", "--json", "--token", OPERATOR], env=env)
+    assert json_out(as_json) == client.get(f"/projects/{seed.CUP}/progress").body
+
+    # The books at the end of a day, as the log had them: nothing before the clock's day.
+    day = ["ledger", "progress", "--json", "--token", AUDITOR, "--as-of"]
+    on = json_out(runner.invoke(app, [*day, "2024-06-03"], env=env))
+    before = json_out(runner.invoke(app, [*day, "2024-06-02"], env=env))
+    assert on["as_of"] == "2024-06-03" and on["total"]["disbursed"] == "605305.62"
+    assert before["total"]["programmed"] == "0.00"
+
+    bad = runner.invoke(app, [*day, "3 June"], env=env)
+    assert bad.exit_code == 2 and "--as-of" in bad.output
+
+
+def test_ledger_progress_errors_are_one_line(ledger, tmp_path):
+    _client, _log, env = ledger
+    unknown = runner.invoke(
+        app, ["ledger", "progress", "--cup", "X00000000000000", "--token", AUDITOR], env=env
+    )
+    assert "answered 404: no project with CUP X00000000000000" in one_line_error(unknown)
+    refused = runner.invoke(app, ["ledger", "progress", "--token", "not-a-token"], env=env)
+    assert "answered 401" in one_line_error(refused)
+    no_token = runner.invoke(app, ["ledger", "progress"], env=env)
+    assert f"no token: `lavoro run` writes {tmp_path / 'auditor.token'}" in one_line_error(no_token)
+    closed = free_port()
+    down = runner.invoke(
+        app,
+        ["ledger", "progress", "--token", AUDITOR],
+        env={**env, "LEDGER_HTTP": f"127.0.0.1:{closed}"},
+    )
+    assert one_line_error(down).startswith(
+        f"error: ledger does not answer at http://127.0.0.1:{closed}"
+    )
+
+
+def test_the_demo_starts_only_with_both_services_up_and_calls_on_the_demo_clock(ledger):
+    _client, log, env = ledger
+    # Calls pointed at the ledger: both answer /health, but no /demo/clock there.
+    real_clock = runner.invoke(
+        app, ["demo", "--token", OPERATOR], env={**env, "CALLS_HTTP": env["LEDGER_HTTP"]}
+    )
+    assert "runs on the real clock" in one_line_error(real_clock)
+    assert "`lavoro run --demo`" in real_clock.output
+    closed = free_port()
+    down = runner.invoke(
+        app, ["demo", "--token", OPERATOR], env={**env, "CALLS_HTTP": f"127.0.0.1:{closed}"}
+    )
+    assert f"calls does not answer at http://127.0.0.1:{closed}" in one_line_error(down)
+    assert log.head()[0] == 0  # it asked before it did anything
+
+
+def test_the_demos_ledger_steps_twice_append_nothing_the_second_time(ledger):
+    client, log, _env = ledger
+    books = demo.Api("ledger", client.base, OPERATOR)
+    run = demo.Demo(books, demo.Api("calls", "http://127.0.0.1:1", OPERATOR))
+    steps = demo.ledger_steps()
+    for step in steps:
+        run.do(step)
+    head = log.head()
+    progress = client.get(f"/projects/{seed.CUP}/progress").body["total"]
+    grants = sum(d(a) for call in demo.DEMO_CALLS for a in call.grants.awards)
+    assert d(progress["legally_binding"]) == seed.EXPECTED["legally_binding"] - grants
+    for step in steps:
+        run.do(step)
+    assert log.head() == head
+    assert books.sent == 2 * len(steps)
+
+
+def test_the_same_books_recorded_by_hand_are_done_and_other_books_are_refused(ledger):
+    client, log, _env = ledger
+    for method, path, body in seed.requests(seed.OFFICE_COMMITMENTS):
+        client.ok(method, path, body)  # keys of its own, not the demo's
+    head = log.head()
+    run = demo.Demo(demo.Api("ledger", client.base, OPERATOR), demo.Api("calls", "x", OPERATOR))
+    for step in demo.ledger_steps():
+        run.do(step)
+    assert log.head() == head
+
+    # A payment of the same claim, other figures: the ledger answers 409 and the demo says so.
+    step = next(s for s in demo.ledger_steps() if s.label.startswith("ledger: pay"))
+    assert step.check is not None
+    asked = {**step.check.same, "amount": "1.00"}
+    other = demo.Command(step.label, step.service, step.path, {**step.body, "amount": "1.00"},
+                         step.key + "/other", check=dataclasses.replace(step.check, same=asked))  # fmt: skip
+    with pytest.raises(demo.DemoError, match="answered 409.*differs from the demo's"):
+        run.do(other)
