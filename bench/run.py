@@ -32,7 +32,7 @@ OUT = Path(__file__).resolve().parent / "results.json"
 
 
 def main() -> int:
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     results: dict[str, dict] = {}
     failed = []
     for part in PARTS:
