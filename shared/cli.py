@@ -202,20 +202,12 @@ def run(
     stop_timeout: float = typer.Option(
         30.0, help="seconds each service may take to stop before it is killed"
     ),
-    demo: bool = typer.Option(
-        False,
-        "--demo",
-        help="run calls on the clock `lavoro demo` may move forward (development only)",
-    ),
 ) -> None:
     """Start every service, each in its own process (needs RabbitMQ at AMQP_URI).
 
     Upgrades each service's database, starts it with its relay inside, writes an operator and
     an auditor token under var/ for the CLI, and prints where each service listens. Ctrl-C (or
     SIGTERM) stops them all cleanly: in-flight messages go back to the broker, relays resume.
-
-    With --demo, the calls service runs on a clock that `lavoro demo` may move forward, so that
-    a call's window can end within the demo (shared/demo.py).
 
     Example: lavoro run
     """
@@ -230,11 +222,6 @@ def run(
     refused = broker_answers(uri, timeout=3.0)
     if refused is not None:
         _fail(f"RabbitMQ does not answer at {sanitize_url(uri)} ({refused}): {BROKER_HELP}")
-    if demo:
-        from shared.demo import demo_override
-
-        # This process and the services it starts (they inherit the environment).
-        os.environ[services.OVERRIDE_KEY] = demo_override(list(services.registry().values()))
     specs = services.available()
     if not specs:
         typer.echo("no service is built yet: nothing to start (see shared/services.py)")
@@ -823,10 +810,11 @@ def demo_command(
 ) -> None:
     """Drive the real programme through the services' HTTP APIs and print the ledger's figures.
 
-    Needs the system started with `lavoro run --demo`. The project CUP F31D23000140007 and its
+    Needs the system started with `lavoro run`. The project CUP F31D23000140007 and its
     admission, the offices' conventions and contracts, a self-employment and a social-innovation
-    call with their applications, co-design, scores and rankings, the awards reaching the ledger
-    (one finds no room and is suspended), advances paid. Exits 1 unless programmed, admitted,
+    call with their applications (each call then closed early, with a reason), co-design,
+    scores and rankings, the awards reaching the ledger (one finds no room and is suspended),
+    advances paid. Exits 1 unless programmed, admitted,
     legally binding and disbursed are 4,000,000.00 / 4,000,000.00 / 4,000,000.00 / 605,305.62.
     Running it again changes nothing.
 

@@ -10,7 +10,7 @@ deterministic Idempotency-Key, or a wait on a read endpoint with a deadline. In 
    (services/ledger/seed.py, `OFFICE_COMMITMENTS`);
 2. calls: a self-employment call and a social-innovation call, drafted and published, with
    applications from persons (personal data, sealed by the calls service) and from third-sector
-   bodies and informal groups; the windows end (the demo clock, below); the calls are closed,
+   bodies and informal groups; the calls closed early by the office, with a reason (below);
    applications found admissible or not, accompanied with co-design sessions, scored;
 3. the rankings approved, one call after the other: each award goes to the ledger as
    `grant_awarded` and comes back confirmed (flow F1). The social-innovation call makes ten
@@ -29,27 +29,22 @@ sent. The figures come from services/ledger/seed.py; the applicants, their proje
 co-design topics below are invented, and every split and amount is plausible and inferred, not
 published (see the seed's docstring): only the CUP, the programme and the four totals are real.
 
-**The demo clock.** A call takes applications only inside its window (Bologna days) and can be
-closed only after it: on the real clock no demo could do both. `lavoro run --demo` therefore runs
-the calls service as `DemoCalls`: the same service, on a clock that the demo may move FORWARD
-(`POST /demo/clock`; never back, so the log's times stay in order), its shift kept in
-`$LAVORO_VAR/calls.demo-clock`. The demo drafts both calls with today's window (on the calls
-clock), takes the applications, moves the calls clock past the window's end, then closes them.
-The ledger stays on real time: it pays tranches "today".
+**Early closure.** A call takes applications only inside its window (Bologna days). The demo runs
+on the real clock against a plain `lavoro run`: it drafts both calls with a window of
+`WINDOW_DAYS` days from today, takes the applications, then closes each call before its window
+ends, which the calls service allows with a reason ("chiusura anticipata", as Italian offices do
+when the resources are exhausted). Its keys do not depend on the day, so a run on another day
+replays the same commands; a close the service already made counts as done.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
-import json
-import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -58,11 +53,11 @@ from services.ledger import seed
 ROME = ZoneInfo("Europe/Rome")
 KEY_PREFIX = "lavoro-demo/v1"
 FIGURES = ("programmed", "admitted", "legally_binding", "disbursed")
-DEMO_TARGETS = {"calls": "shared.demo:DemoCalls"}  # registry name -> the demo's class
-CLOCK_PATH = "/demo/clock"
 POLL_INTERVAL = 0.2  # seconds between two looks at a read endpoint while waiting
-MIDNIGHT_MARGIN = dt.timedelta(minutes=15)  # a window drafted closer to midnight starts tomorrow
-RUN_DEMO_HINT = "start lavoro with `lavoro run --demo`"
+WINDOW_DAYS = 30  # a call's window: today and the 29 Bologna days after it
+CLOSE_REASON = "Demo: applications collected, closed early by the office"
+CLOSED = ("closed", "evaluated", "ranking_approved")  # a call's states once it was closed
+RUN_HINT = "start lavoro with `lavoro run`"
 
 
 class DemoError(Exception):
@@ -101,8 +96,8 @@ class DemoCall:
     def reference(self) -> str:
         return self.grants.reference
 
-    def terms(self, window: dt.date) -> dict[str, Any]:
-        """The draft's body, open for the one (Bologna) day `window`."""
+    def terms(self, opens_on: dt.date) -> dict[str, Any]:
+        """The draft's body, open for `WINDOW_DAYS` (Bologna) days from `opens_on`."""
         return {
             "title": self.title,
             "reference": self.reference,
@@ -110,8 +105,8 @@ class DemoCall:
             "budget_line": "labour_policies",
             "project_cup": seed.CUP,
             "budget": f"{self.grants.budget:.2f}",
-            "opens_on": window.isoformat(),
-            "closes_on": window.isoformat(),
+            "opens_on": opens_on.isoformat(),
+            "closes_on": (opens_on + dt.timedelta(days=WINDOW_DAYS - 1)).isoformat(),
             "criteria": [{"name": n, "weight": w, "max_score": m} for n, w, m in self.criteria],
             "bonuses": dict(self.bonuses),
             "award_cap": self.award_cap,
@@ -247,7 +242,8 @@ DEMO_CALLS = (SELF_EMPLOYMENT, SOCIAL_INNOVATION)
 @dataclasses.dataclass(frozen=True)
 class Check:
     """How to tell, after a 409, that what the command asked for is already there: GET `path`;
-    in the list `within` (or the answer itself) the item matching `match` has the members `same`."""
+    in the list `within` (or the answer itself) the item matching `match` has the members `same`
+    (a tuple: any of its values)."""
 
     path: str
     same: Mapping[str, Any]
@@ -267,14 +263,6 @@ class Command:
     key: str
     remember: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> member
     check: Check | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class EndWindows:
-    """Move the calls clock past the end of these calls' windows (if they are still open)."""
-
-    label: str
-    calls: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,7 +294,7 @@ class AwaitPaid:
     label: str
 
 
-Step = Command | EndWindows | AwaitAwards | Advance | AwaitPaid
+Step = Command | AwaitAwards | Advance | AwaitPaid
 
 
 def _key(*parts: str) -> str:
@@ -357,7 +345,8 @@ def ledger_steps() -> list[Step]:
 
 
 def call_steps(call: DemoCall, window: dt.date) -> tuple[list[Step], list[Step]]:
-    """(up to the applications, after the window: evaluation), for one call."""
+    """(up to the applications; the early closure and the evaluation), for one call whose window
+    opens on `window`."""
     ref = call.reference
     base = "/calls/{" + ref + "}"
     opened: list[Step] = [
@@ -366,8 +355,9 @@ def call_steps(call: DemoCall, window: dt.date) -> tuple[list[Step], list[Step]]
         Command(f"calls: publish {ref}", "calls", base + "/publish", None, _key("calls", ref, "publish")),
     ]  # fmt: skip
     evaluated: list[Step] = [
-        Command(f"calls: close {ref}", "calls", base + "/close", None, _key("calls", ref, "close"))
-    ]
+        Command(f"calls: close {ref} early", "calls", base + "/close", {"reason": CLOSE_REASON},
+                _key("calls", ref, "close"), check=Check(base, {"status": CLOSED}))
+    ]  # fmt: skip
     for number, app in enumerate(call.applicants, start=1):
         name = f"{ref}#{number}"
         app_path = f"{base}/applications/{{{name}}}"
@@ -420,16 +410,14 @@ def call_steps(call: DemoCall, window: dt.date) -> tuple[list[Step], list[Step]]
 
 
 def script(window: dt.date, claim_date: dt.date) -> list[Step]:
-    """Every step of the demo, in order. `window`: the day (on the calls clock) both calls take
-    applications; `claim_date`: the advances' claims (today for the ledger, which pays them)."""
+    """Every step of the demo, in order. `window`: the day both calls' windows open (today);
+    `claim_date`: the advances' claims (today for the ledger, which pays them)."""
     steps = ledger_steps()
     evaluations: list[Step] = []
     for call in DEMO_CALLS:
         opened, evaluated = call_steps(call, window)
         steps += opened
         evaluations += evaluated
-    refs = tuple(call.reference for call in DEMO_CALLS)
-    steps.append(EndWindows("calls: the windows end (demo clock)", refs))
     steps += evaluations
     for call in DEMO_CALLS:
         ref = call.reference
@@ -477,8 +465,7 @@ class Api:
             )
         except requests.RequestException as exc:
             raise DemoError(
-                f"{self.service} does not answer at {self.base} ({type(exc).__name__}): "
-                f"{RUN_DEMO_HINT if self.service == 'calls' else 'start lavoro with `lavoro run`'}"
+                f"{self.service} does not answer at {self.base} ({type(exc).__name__}): {RUN_HINT}"
             ) from exc
 
     def get(self, path: str, **params: Any) -> Any:
@@ -590,45 +577,30 @@ class Demo:
         self.now = clock
         self.names: dict[str, str] = {}
         self.tranches: list[tuple[str, str]] = []  # (award id, tranche id)
-        self.calls_now: dt.datetime | None = None  # the calls clock, as the preflight read it
 
     @property
     def commands(self) -> int:
         return sum(api.sent for api in self.apis.values())
 
-    def preflight(self) -> dt.datetime:
-        """Both services answer and the calls service runs on the demo clock; its time now."""
+    def preflight(self) -> None:
+        """Both services answer and pass their health checks (DemoError otherwise)."""
         from shared.observability import fetch_health
 
         for name, api in self.apis.items():
             state, health = fetch_health(api.base.removeprefix("http://"), timeout=5.0)
             if state == "down":
-                hint = RUN_DEMO_HINT if name == "calls" else "start lavoro with `lavoro run`"
-                raise DemoError(f"{name} does not answer at {api.base}: {hint}")
+                raise DemoError(f"{name} does not answer at {api.base}: {RUN_HINT}")
             if state == "failing" and "checks" in health:
                 failing = [k for k, check in health["checks"].items() if not check["ok"]]
                 raise DemoError(
                     f"{name} at {api.base} is failing its health check ({', '.join(failing)}): "
                     "see `lavoro status`"
                 )
-        response = self.apis["calls"]._send("GET", CLOCK_PATH)
-        if response.status_code == 404:
-            raise DemoError(
-                f"the calls service at {self.apis['calls'].base} runs on the real clock, where a "
-                f"call's window cannot end within a demo: {RUN_DEMO_HINT}"
-            )
-        clock = self.apis["calls"]._answer("GET", CLOCK_PATH, response)
-        self.calls_now = _instant(clock["now"])
-        return self.calls_now
 
     def run(self, progress: Callable[[str], None] = lambda label: None) -> DemoResult:
         started = time.monotonic()
-        calls_now = self.calls_now or self.preflight()
-        if _next_midnight(calls_now) - calls_now < MIDNIGHT_MARGIN:
-            # Too close to midnight for a one-day window to take every application: tomorrow's.
-            calls_now = self.advance_clock(_next_midnight(calls_now) + dt.timedelta(seconds=1))
-        window = calls_now.astimezone(ROME).date()
-        for step in script(window, self.now().astimezone(ROME).date()):
+        today = self.now().astimezone(ROME).date()
+        for step in script(today, today):
             progress(step.label)
             self.do(step)
         progress("ledger: the four figures")
@@ -641,8 +613,6 @@ class Demo:
     def do(self, step: Step) -> None:
         if isinstance(step, Command):
             self.command(step)
-        elif isinstance(step, EndWindows):
-            self.end_windows(step)
         elif isinstance(step, AwaitAwards):
             self.await_awards(step)
         elif isinstance(step, Advance):
@@ -685,23 +655,6 @@ class Demo:
             return path.format_map(self.names)
         except KeyError as exc:  # a step whose answer was not kept: a bug in the script
             raise DemoError(f"the demo does not know {exc.args[0]} yet for {path}") from exc
-
-    def end_windows(self, step: EndWindows) -> None:
-        ends = []
-        for ref in step.calls:
-            call = self.apis["calls"].get(self.fill("/calls/{" + ref + "}"))
-            if call["status"] == "published":
-                ends.append(_instant(call["closes_at"]))
-            elif call["status"] == "draft":
-                raise DemoError(f"calls: {ref} is still a draft: it was never published")
-        if ends:
-            self.advance_clock(max(ends) + dt.timedelta(seconds=1))
-
-    def advance_clock(self, not_before: dt.datetime) -> dt.datetime:
-        body = {"not_before": not_before.astimezone(dt.UTC).isoformat()}
-        key = _key("calls", "clock", body["not_before"])
-        _status, answer = self.apis["calls"].post(CLOCK_PATH, body, key)
-        return _instant(answer["now"])
 
     def awards(self, ref: str) -> list[dict[str, Any]]:
         found = self.apis["calls"].get("/awards", call_id=self.fill("{" + ref + "}"))["awards"]
@@ -789,19 +742,9 @@ class Demo:
         }
 
 
-def _instant(text: str) -> dt.datetime:
-    from shared.clock import parse_ts
-
-    return parse_ts(text)
-
-
-def _next_midnight(instant: dt.datetime) -> dt.datetime:
-    """The next midnight in Bologna after `instant`, as a UTC instant."""
-    day = instant.astimezone(ROME).date() + dt.timedelta(days=1)
-    return dt.datetime.combine(day, dt.time(0), tzinfo=ROME).astimezone(dt.UTC)
-
-
 def _same(found: Any, wanted: Any) -> bool:
+    if isinstance(wanted, tuple):
+        return any(_same(found, one) for one in wanted)
     try:
         return Decimal(str(found)) == Decimal(str(wanted))
     except InvalidOperation:
@@ -810,7 +753,7 @@ def _same(found: Any, wanted: Any) -> bool:
 
 def connect(*, token: str | None = None, timeout: float = 60.0) -> Demo:
     """The demo against the services the registry and configuration point at, once both answer
-    and calls runs on the demo clock (DemoError otherwise, before anything is sent)."""
+    (DemoError otherwise, before anything is sent)."""
     token = token or default_token("operator")
     ledger = Api("ledger", service_address("ledger"), token)
     calls = Api("calls", service_address("calls"), token)
@@ -875,99 +818,3 @@ def mismatch_line(found: Mapping[str, tuple[Decimal, Decimal]]) -> str:
     return "the ledger's figures differ from the seed's: " + ", ".join(
         f"{name} {euros(got)} (expected {euros(wanted)})" for name, (got, wanted) in found.items()
     )
-
-
-# -- the demo clock: what `lavoro run --demo` runs the calls service on -------------------------
-
-
-def clock_file(service: str) -> Path:
-    from shared.db import ROOT
-
-    return Path(os.environ.get("LAVORO_VAR", ROOT / "var")) / f"{service}.demo-clock"
-
-
-class ShiftedClock:
-    """The system clock moved forward by a shift that only ever grows, kept in a file so that a
-    restarted service goes on from where it was (its log's times never go back)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.shift = dt.timedelta(0)
-        if path.exists():
-            self.shift = dt.timedelta(seconds=float(json.loads(path.read_text())["shift_seconds"]))
-
-    def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) + self.shift
-
-    def advance_to(self, instant: dt.datetime) -> None:
-        """Make `now()` at least `instant` (a time already passed changes nothing)."""
-        needed = instant - dt.datetime.now(dt.UTC)
-        if needed <= self.shift:
-            return
-        self.shift = needed
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.path.with_name(self.path.name + ".new")
-        scratch.write_text(json.dumps({"shift_seconds": needed.total_seconds()}) + "\n")
-        os.replace(scratch, self.path)
-
-    def to_json(self) -> dict[str, Any]:
-        from shared.clock import format_ts
-
-        return {"now": format_ts(self.now()), "shift_seconds": self.shift.total_seconds()}
-
-
-def with_demo_clock(base: type) -> type:
-    """`base` (a service with an EventStore `store`) on a ShiftedClock, with `GET /demo/clock`
-    (its time) and `POST /demo/clock {"not_before": <instant>}` (move it forward)."""
-    from shared.dependencies import EventStore
-    from shared.schemas import Schema, UtcDateTime
-    from shared.web import CommandRequest, command, query
-
-    store = base.store  # type: ignore[attr-defined]
-    clock = ShiftedClock(clock_file(base.name))  # type: ignore[attr-defined]
-
-    class NotBefore(Schema):
-        not_before = UtcDateTime(required=True)
-
-    def demo_clock(self: Any, request: Any) -> dict[str, Any]:
-        """This service's demo clock: its time now, and how far it is ahead of the real one."""
-        return clock.to_json()
-
-    def advance_demo_clock(self: Any, cmd: CommandRequest) -> dict[str, Any]:
-        """Move this service's demo clock forward to `not_before` (never back)."""
-        clock.advance_to(cmd.data["not_before"])
-        return clock.to_json()
-
-    attributes = {
-        "__doc__": f"{base.__name__} on the demo clock (shared/demo.py); development only.",
-        "__module__": __name__,
-        "store": EventStore(projections=store.projections, upcasters=store.upcasters, clock=clock),
-        "demo_clock": query(CLOCK_PATH)(demo_clock),
-        "advance_demo_clock": command("POST", CLOCK_PATH, schema=NotBefore)(advance_demo_clock),
-    }
-    return type(f"Demo{base.__name__}", (base,), attributes)
-
-
-@functools.cache
-def _demo_service(name: str) -> type:
-    from shared import services
-
-    return with_demo_clock(services.REGISTRY[name].load())
-
-
-def __getattr__(attribute: str) -> Any:
-    # `shared.demo:DemoCalls` in the registry override: built on first use, in the service's
-    # process only (the CLI imports this module without importing any service class).
-    for name, target in DEMO_TARGETS.items():
-        if target.endswith(f":{attribute}"):
-            return _demo_service(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
-
-
-def demo_override(specs: Sequence[Any]) -> str:
-    """`LAVORO_SERVICES` for `lavoro run --demo`: the registry, with the demo's classes."""
-    parts = []
-    for spec in specs:
-        target = DEMO_TARGETS.get(spec.name, spec.target)
-        parts.append(f"{spec.name}={target}" + (f"@{spec.port}" if spec.port else ""))
-    return ",".join(parts)

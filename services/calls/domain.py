@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 ADMITTED = ("admissible", "accompanied", "scored")
+MAX_CLOSE_REASON = 500  # characters of an early closure's reason
 
 
 # -- the call ------------------------------------------------------------------------------------
@@ -118,15 +119,33 @@ def publish_call(call: Call, now: dt.datetime) -> list[NewEvent]:
     return [NewEvent("call_published", {**call.terms, "published_at": format_ts(now)})]
 
 
-def close_call(call: Call, now: dt.datetime) -> list[NewEvent]:
+def close_call(call: Call, now: dt.datetime, reason: str | None = None) -> list[NewEvent]:
+    """Close a published call: at or after its window's end as planned (`reason` optional), or
+    earlier by a decision of the office, a "chiusura anticipata" (resources exhausted, say), which
+    must say why. The reason stays in the log; the public event says only that it was early."""
     require_state("the call", call.status, ("published",), "close it")
-    assert call.closes_at is not None
-    if now < call.closes_at:
-        raise OutsideWindow("the call's window is still open", closes_at=call.terms["closes_at"])
+    assert call.opens_at is not None and call.closes_at is not None
+    if now < call.opens_at:
+        # Nobody could have applied yet: closing would cancel the call, which is not a closure.
+        raise OutsideWindow("the call's window has not opened yet", opens_at=call.terms["opens_at"])
+    reason = (reason or "").strip() or None
+    early = now < call.closes_at
+    if early and reason is None:
+        raise InvalidInput(
+            "closing a call before its window ends needs a reason",
+            fields={"reason": [f"required to close before {call.terms['closes_at']}"]},
+        )
+    if reason is not None and len(reason) > MAX_CLOSE_REASON:
+        raise InvalidInput(
+            "the reason is too long",
+            fields={"reason": [f"at most {MAX_CLOSE_REASON} characters"]},
+        )
     data = {
         "call_id": call.call_id,
         "closed_at": format_ts(now),
         "applications": len(call.applications),
+        "early": early,
+        "reason": reason,
     }
     return [NewEvent("call_closed", data)]
 

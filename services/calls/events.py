@@ -110,9 +110,23 @@ class CallPublishedV1(CallTermsV1):
 
 
 class CallClosedV1(Schema):
+    """`early` and `reason` came later to v1, optional: a close before them was at the window's
+    end (`early` false, no reason); an early closure ("chiusura anticipata") always has a reason."""
+
     call_id = _id()
     closed_at = WireInstant(required=True)
     applications = fields.Integer(required=True)
+    early = fields.Boolean(load_default=False)
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class CallClosedPublic(Schema):
+    """Whether the call closed early, not the office's free-text reason (like every reason)."""
+
+    call_id = _id()
+    closed_at = WireInstant(required=True)
+    applications = fields.Integer(required=True)
+    early = fields.Boolean(load_default=False)
 
 
 # -- applications --------------------------------------------------------------------------------
@@ -367,7 +381,7 @@ EVENTS: dict[str, tuple[int, type[Schema]]] = {
 # (minutes), scores before the ranking, the call's own bookkeeping of money, the alert.
 PUBLIC: dict[str, type[Schema]] = {
     "call_published": CallPublishedV1,
-    "call_closed": CallClosedV1,
+    "call_closed": CallClosedPublic,
     "application_submitted": ApplicationSubmittedPublic,
     "application_admitted": ApplicationRefV1,
     "application_rejected": ApplicationRejectedPublic,

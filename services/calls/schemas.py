@@ -184,6 +184,14 @@ class PlanIn(Schema):
     jobs_created = fields.Integer(required=True, strict=True, validate=validate.Range(0, 10_000))
 
 
+class CloseCallIn(Schema):
+    reason = _text(
+        500,
+        load_default=None,
+        metadata={"description": "why the call closes before its window ends; required then"},
+    )
+
+
 class SubmitApplicationIn(Schema):
     applicant = fields.Nested(ApplicantIn, required=True)
     project_title = _text(200, required=True)

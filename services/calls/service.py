@@ -134,11 +134,15 @@ class Calls(Observable):
         """Publish a drafted call (before its window ends)."""
         return self._on_call(cmd, call_id, lambda c: domain.publish_call(c, self.store.clock.now()))
 
-    @command("POST", "/calls/<call_id>/close")
+    @command("POST", "/calls/<call_id>/close", schema=schemas.CloseCallIn)
     @document(response=outputs.Accepted, tags=("calls",))
     def close_call(self, cmd: CommandRequest, call_id: str) -> Response:
-        """Close a published call once its window has ended."""
-        return self._on_call(cmd, call_id, lambda c: domain.close_call(c, self.store.clock.now()))
+        """Close a published call: once its window has ended, or earlier ("chiusura anticipata",
+        e.g. the resources are exhausted) with a `reason`."""
+        reason = cmd.data["reason"]
+        return self._on_call(
+            cmd, call_id, lambda c: domain.close_call(c, self.store.clock.now(), reason)
+        )
 
     @command("POST", "/calls/<call_id>/evaluation/complete")
     @document(response=outputs.Accepted, tags=("calls",))

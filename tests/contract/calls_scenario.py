@@ -56,7 +56,9 @@ def every_event() -> list[NewEvent]:
     )
     for app_id, score in zip(ids, [full(9, 9, 5), full(8, 8, 5), full(7, 7, 4)], strict=True):
         apply_call(call, keep(domain.score(call, app_id, score, "evaluator")))
-    apply_call(call, keep(domain.close_call(call, AFTER)), at=AFTER)
+    # Early (the office's decision, with its reason): the payload's every field is then set.
+    closing = domain.close_call(call, DURING, "resources exhausted")
+    apply_call(call, keep(closing), at=DURING)
     apply_call(call, keep(domain.complete_evaluation(call)), at=AFTER)
     changes = domain.approve_ranking(call, TODAY)
     apply_call(call, keep(changes[call_stream(call.call_id)]), at=AFTER)

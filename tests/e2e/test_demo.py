@@ -1,9 +1,10 @@
 """The system as a newcomer starts it, and the demo of the real programme on it.
 
-`lavoro run --demo` as a subprocess, the way `make run` runs `lavoro run` (each service in its own
+`lavoro run` as a subprocess, exactly as `make run` runs it (each service in its own
 process, SQLite under a temporary `LAVORO_VAR`, the local RabbitMQ, HTTP on free ports through
 `<SERVICE>_HTTP`); then `lavoro demo` twice: the ledger's four figures are the seed's, and the
-second run appends nothing to either log. `lavoro audit verify --all` passes, the README's
+second run appends nothing to either log, and each call was closed early with the demo's reason
+(no clock is moved). `lavoro audit verify --all` passes, the README's
 commands run against the system, personal data never reaches a log in clear, and SIGTERM stops
 everything with exit 0.
 
@@ -27,7 +28,7 @@ import requests
 from kombu.utils.url import parse_url
 
 from services.ledger import seed
-from shared.demo import SELF_EMPLOYMENT, SOCIAL_INNOVATION
+from shared.demo import CLOSE_REASON, SELF_EMPLOYMENT, SOCIAL_INNOVATION
 from tests.helpers import wait_for
 from tests.infra import amqp_uri as broker_uri
 from tests.integration.test_readme import (
@@ -120,7 +121,7 @@ def system(tmp_path):
     out_path = tmp_path / "run.out"
     with out_path.open("w") as out:
         run = subprocess.Popen(
-            [str(BIN / "lavoro"), "run", "--demo"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [str(BIN / "lavoro"), "run"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         for name, port in ports.items():
@@ -212,6 +213,12 @@ def test_the_demo_records_the_real_programme_once_and_every_log_verifies(system)
     exported = lavoro(env, "audit", "export", "--service", "calls").stdout
     person = SELF_EMPLOYMENT.applicants[0].applicant["person"]
     assert exported.count("\n") == before["calls"]
+    closures = [
+        event["data"]
+        for event in map(json.loads, exported.splitlines())
+        if event["type"] == "call_closed"
+    ]
+    assert [(c["early"], c["reason"]) for c in closures] == [(True, CLOSE_REASON)] * 2
     assert person["name"] not in exported and person["tax_code"] not in exported
     found = requests.get(f"{calls_url}/calls", headers=headers, timeout=5).json()["calls"]
     call_id = next(c["call_id"] for c in found if c["reference"] == SELF_EMPLOYMENT.reference)

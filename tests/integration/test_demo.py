@@ -3,19 +3,18 @@ tests/e2e/test_demo.py).
 
 - The demo's data: its two calls' rankings award exactly the seed's grants, plus one award the
   labour-policies line has no room for; with the offices' documents the books add up to the
-  published figures; every command has a key of its own, the same on any day.
-- The demo clock only moves forward and survives a restart; `lavoro run --demo` runs calls on it.
+  published figures; every command has a key of its own, the same on any day; each call is
+  drafted with a 30-day window from the day of the run and closed early, with a reason, once its
+  applications are in (no demo clock: `lavoro run` has no `--demo`).
 - Against a ledger running on the real broker: `lavoro ledger progress` as a table, as JSON and as
   of a day; the demo's ledger steps twice append nothing the second time and refuse a database
-  with other books; `lavoro demo` refuses, in one line, to start without the demo clock or the
-  services.
+  with other books; `lavoro demo` refuses, in one line, to start without the services.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from collections import defaultdict
 from decimal import Decimal
 
@@ -142,9 +141,31 @@ def test_every_command_has_a_key_of_its_own_the_same_on_any_day():
     later = demo.script(dt.date(2027, 2, 1), dt.date(2027, 2, 3))
     assert [c.key for c in later if isinstance(c, demo.Command)] == keys
     assert sum(isinstance(s, demo.AwaitAwards) for s in steps) == 2
-    assert [s.label for s in steps].index("calls: the windows end (demo clock)") < next(
-        i for i, s in enumerate(steps) if s.label.startswith("calls: AVV-2024-AUTOIMP ranking")
-    )
+
+
+def test_each_call_opens_today_for_30_days_and_closes_early_after_its_applications():
+    today = dt.date(2026, 11, 26)
+    steps = demo.script(today, today)
+    labels = [s.label for s in steps]
+    drafts = [s for s in steps if isinstance(s, demo.Command) and s.path == "/calls"]
+    assert [(d.body["opens_on"], d.body["closes_on"]) for d in drafts] == [
+        ("2026-11-26", "2026-12-25")
+    ] * 2
+    for call in demo.DEMO_CALLS:
+        ref = call.reference
+        close = next(s for s in steps if s.label == f"calls: close {ref} early")
+        assert close.body == {"reason": demo.CLOSE_REASON} and 0 < len(close.body["reason"]) <= 500
+        assert close.key == f"lavoro-demo/v1/calls/{ref}/close"
+        at = labels.index(close.label)
+        submitted = [i for i, label in enumerate(labels) if label.startswith(f"calls: {ref} ")
+                     and label.endswith(" submitted")]  # fmt: skip
+        assert len(submitted) == len(call.applicants) and max(submitted) < at
+        assert at < labels.index(f"calls: {ref} evaluation completed")
+        # A 409 on the close (closed by an earlier run): done when the call is past published.
+        assert close.check is not None and close.check.same == {"status": demo.CLOSED}
+        assert all(demo._same(state, demo.CLOSED) for state in demo.CLOSED)
+        assert not demo._same("published", demo.CLOSED)
+    assert not any("clock" in label for label in labels)
 
 
 def test_a_figure_off_by_a_cent_is_named_with_what_was_expected():
@@ -158,32 +179,11 @@ def test_a_figure_off_by_a_cent_is_named_with_what_was_expected():
     )
 
 
-def test_the_demo_clock_moves_only_forward_and_survives_a_restart(tmp_path):
-    path = tmp_path / "calls.demo-clock"
-    clock = demo.ShiftedClock(path)
-    real = dt.datetime.now(UTC)
-    assert abs(clock.now() - real) < dt.timedelta(seconds=5) and not path.exists()
-    clock.advance_to(real + dt.timedelta(days=1))
-    assert clock.now() >= real + dt.timedelta(days=1)
-    clock.advance_to(real - dt.timedelta(days=3))  # back: nothing moves
-    assert clock.now() >= real + dt.timedelta(days=1)
-    restarted = demo.ShiftedClock(path)
-    assert restarted.shift == clock.shift > dt.timedelta(hours=23)
-    assert json.loads(path.read_text())["shift_seconds"] == clock.shift.total_seconds()
-
-
-def test_lavoro_run_demo_runs_calls_on_the_demo_clock():
-    override = demo.demo_override(list(services.REGISTRY.values()))
-    specs = services.parse_override(override)
-    assert specs["calls"].target == "shared.demo:DemoCalls"
-    assert specs["calls"].port == services.REGISTRY["calls"].port
-    assert specs["ledger"] == services.REGISTRY["ledger"]
-    cls = specs["calls"].load()
-    assert cls.name == "calls" and issubclass(cls, services.REGISTRY["calls"].load())
-    assert isinstance(cls.store.clock, demo.ShiftedClock)
-    assert {"demo_clock", "advance_demo_clock"} <= set(vars(cls))
+def test_lavoro_run_has_no_demo_clock_any_more():
     helped = runner.invoke(app, ["run", "--help"])
-    assert helped.exit_code == 0 and "--demo" in helped.output
+    assert helped.exit_code == 0 and "--demo" not in helped.output
+    assert services.REGISTRY["calls"].target == "services.calls.service:Calls"
+    assert not hasattr(demo, "ShiftedClock") and not hasattr(demo, "DemoCalls")
 
 
 # -- against a running ledger -------------------------------------------------------------------
@@ -273,19 +273,14 @@ def test_ledger_progress_errors_are_one_line(ledger, tmp_path):
     )
 
 
-def test_the_demo_starts_only_with_both_services_up_and_calls_on_the_demo_clock(ledger):
+def test_the_demo_starts_only_with_both_services_up(ledger):
     _client, log, env = ledger
-    # Calls pointed at the ledger: both answer /health, but no /demo/clock there.
-    real_clock = runner.invoke(
-        app, ["demo", "--token", OPERATOR], env={**env, "CALLS_HTTP": env["LEDGER_HTTP"]}
-    )
-    assert "runs on the real clock" in one_line_error(real_clock)
-    assert "`lavoro run --demo`" in real_clock.output
     closed = free_port()
     down = runner.invoke(
         app, ["demo", "--token", OPERATOR], env={**env, "CALLS_HTTP": f"127.0.0.1:{closed}"}
     )
     assert f"calls does not answer at http://127.0.0.1:{closed}" in one_line_error(down)
+    assert "start lavoro with `lavoro run`" in down.output
     assert log.head()[0] == 0  # it asked before it did anything
 
 

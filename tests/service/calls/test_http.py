@@ -5,6 +5,7 @@ rules' 409/422 answers, idempotent commands, the public OpenAPI document."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 
@@ -14,12 +15,14 @@ import requests
 from openapi_spec_validator import validate
 
 from services.calls.personal import pseudonym
+from shared.clock import UTC
 from shared.crypto import Vault, erase_person
 from shared.relay import PUBLIC_EXCHANGE
 from tests.helpers import wait_for
 from tests.service.calls.harness import (
     AFTER,
     AUDITOR,
+    START,
     CallsHarness,
     awarded_call,
     call_body,
@@ -178,6 +181,39 @@ def test_rules_answer_409_and_422_with_the_chassis_error_body(calls):
     auditor = harness.client(_container, AUDITOR)
     assert auditor.get("/calls").status_code == 200
     assert auditor.post(f"/calls/{call_id}/close").status_code == 403
+
+
+def test_a_call_closes_early_only_with_a_reason_and_then_takes_no_application(calls):
+    harness, container, client = calls
+    harness.clock.set(dt.datetime(2024, 2, 20, 9, 0, tzinfo=UTC))  # before the window opens
+    call_id = client.ok("/calls", call_body(), status=201)["call_id"]
+    client.ok(f"/calls/{call_id}/publish")
+    not_open = client.post(f"/calls/{call_id}/close", {"reason": "changed our mind"})
+    assert not_open.status_code == 409 and not_open.json()["error"] == "outside_window"
+
+    harness.clock.set(START)
+    client.ok(f"/calls/{call_id}/applications", person_application(1), status=201)
+    for body in (None, {}, {"reason": "   "}):
+        missing = client.post(f"/calls/{call_id}/close", body)
+        assert missing.status_code == 422 and list(missing.json()["fields"]) == ["reason"], body
+    too_long = client.post(f"/calls/{call_id}/close", {"reason": "x" * 501})
+    assert too_long.status_code == 422 and list(too_long.json()["fields"]) == ["reason"]
+    reason = "Resources exhausted: Det. 12/2024"
+    closed = client.ok(f"/calls/{call_id}/close", {"reason": reason})
+    assert closed["events"] == ["call_closed"]
+    event = next(e for e in harness.log(container).read_all() if e.type == "call_closed")
+    assert event.data == {
+        "call_id": call_id,
+        "closed_at": "2024-03-10T09:00:00.000000Z",
+        "applications": 1,
+        "early": True,
+        "reason": reason,
+    }
+    assert client.read(f"/calls/{call_id}")["status"] == "closed"
+    late = client.post(f"/calls/{call_id}/applications", person_application(2))
+    assert late.status_code == 409 and late.json()["error"] == "wrong_state"
+    again = client.post(f"/calls/{call_id}/close", {"reason": reason})
+    assert again.status_code == 409 and again.json()["error"] == "wrong_state"
 
 
 def test_a_repeated_command_returns_its_first_answer_and_appends_nothing(calls):

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.calls import domain
+from services.calls import domain, events
 from services.calls.rules import (
     DuplicateApplication,
     InvalidScore,
@@ -19,6 +19,7 @@ from services.calls.rules import (
 )
 from shared.clock import UTC
 from shared.errors import InvalidInput, NotFound
+from shared.eventlog import NewEvent
 from tests.unit.calls.builders import (
     AFTER,
     CALL_ID,
@@ -67,13 +68,73 @@ def test_a_call_is_drafted_once_published_before_its_end_and_closed_after_it():
     assert call.status == "published"
     with pytest.raises(WrongState):
         domain.publish_call(call, DURING)
-    with pytest.raises(OutsideWindow) as early:
-        domain.close_call(call, DURING)
-    assert early.value.status == 409
     closed = domain.close_call(call, AFTER)
     assert closed[0].type == "call_closed"
+    assert closed[0].data["early"] is False and closed[0].data["reason"] is None
+    assert closed[0].data["closed_at"] == "2024-04-02T09:00:00.000000Z"
     apply_call(call, closed)
     assert call.status == "closed"
+    with pytest.raises(WrongState):
+        domain.close_call(call, AFTER, "again")
+
+
+def test_a_call_closes_early_only_with_a_reason_and_records_it():
+    call = a_call()
+    for missing in (None, "", "   "):
+        with pytest.raises(InvalidInput) as refused:
+            domain.close_call(call, DURING, missing)
+        assert refused.value.status == 422
+        assert list(refused.value.fields) == ["reason"]
+    with pytest.raises(InvalidInput) as too_long:
+        domain.close_call(call, DURING, "x" * 501)
+    assert list(too_long.value.fields) == ["reason"]
+    closed = domain.close_call(call, DURING, "  resources exhausted (Det. 12/2024)  ")
+    assert closed[0].data == {
+        "call_id": CALL_ID,
+        "closed_at": "2024-03-10T10:00:00.000000Z",
+        "applications": 0,
+        "early": True,
+        "reason": "resources exhausted (Det. 12/2024)",
+    }
+    apply_call(call, closed, at=DURING)
+    assert call.status == "closed"
+    with pytest.raises(WrongState) as late:  # applications refused once it closed, early or not
+        domain.submit_application(call, an_application(), key="person:p1", now=DURING)
+    assert late.value.status == 409
+    # the last instant of the window is still early; its end is not
+    last = call.closes_at - dt.timedelta(microseconds=1)
+    assert domain.close_call(a_call(), last, "r")[0].data["early"] is True
+    assert domain.close_call(a_call(), call.closes_at)[0].data["early"] is False
+
+
+def test_a_call_cannot_close_before_its_window_opens_even_with_a_reason():
+    call = a_call()
+    assert call.opens_at is not None
+    with pytest.raises(OutsideWindow) as refused:
+        domain.close_call(call, call.opens_at - dt.timedelta(microseconds=1), "changed our mind")
+    assert refused.value.status == 409
+    assert domain.close_call(call, call.opens_at, "resources exhausted")[0].data["early"] is True
+
+
+def test_an_early_closure_lets_the_evaluation_and_ranking_go_on():
+    call = a_call()
+    app_id = submit(call, "person:p1")
+    apply_call(call, domain.admit(call, app_id))
+    apply_call(call, domain.close_call(call, DURING, "resources exhausted"), at=DURING)
+    apply_call(call, domain.score(call, app_id, full(9, 9, 5), "evaluator"), at=DURING)
+    completed = domain.complete_evaluation(call)
+    assert completed[0].data["scored"] == 1
+
+
+def test_a_call_closed_event_from_before_early_closures_still_loads_as_on_time():
+    old = {"call_id": CALL_ID, "closed_at": "2024-04-02T09:00:00.000000Z", "applications": 3}
+    loaded = events.CallClosedV1().load(old)
+    assert (loaded["early"], loaded["reason"]) == (False, None)
+    call = a_call()
+    apply_call(call, [NewEvent("call_closed", old)], at=AFTER)
+    assert call.status == "closed"
+    public = events.CallClosedPublic().dump({**old, "early": True, "reason": "secret"})
+    assert "reason" not in public and public["early"] is True
 
 
 @pytest.mark.parametrize(
