@@ -18,8 +18,8 @@ answer and appends nothing); reads need a role that may `read`; the OpenAPI docu
   store's clock: an error line in the log and a row in the alerts read model.
 
 Config (services/calls/config.yaml over shared.config.service_config("calls")):
-`CALLS_LEDGER_SOURCE` names the ledger service (a test gives a unique one), `CALLS_PSEUDONYM_KEY`
-the key of applicants' pseudonyms (personal.py).
+`CALLS_PSEUDONYM_KEY` is the key of applicants' pseudonyms (personal.py); a test that runs the
+ledger under a unique name maps it with the chassis's `LAVORO_SOURCES: {"ledger": <name>}`.
 """
 
 from __future__ import annotations
@@ -32,31 +32,22 @@ from nameko.dependency_providers import Config
 from nameko.timer import Timer
 from werkzeug.wrappers import Request, Response
 
-from shared.consumer import HandlesEntrypoint, IncomingEvent
+from shared.consumer import IncomingEvent, handles
 from shared.dependencies import EventStore, Store
 from shared.eventlog import NewEvent
 from shared.observability import Observable
 from shared.openapi import document, openapi_spec
 from shared.relay import RelayExtension
 from shared.schemas import load_input
-from shared.web import CommandRequest, LavoroHttp, command, http, json_response, query
+from shared.web import CommandRequest, command, http, json_response, query
 
 from . import answers, awards, domain, events, flows, outputs, readmodels, reads, schemas
 from .personal import PersonalData
 from .rules import derived_id, rome_date
 
-LEDGER_SOURCE_KEY = "CALLS_LEDGER_SOURCE"
 ANSWER_TIMEOUT_KEY = "CALLS_AWARD_ANSWER_TIMEOUT"
 CHECK_INTERVAL_KEY = "CALLS_AWARD_CHECK_INTERVAL"
 DEFAULT_ANSWER_TIMEOUT = 24 * 3600.0
-
-
-class LedgerEvents(HandlesEntrypoint):
-    """`@handles` for the ledger, whose service name comes from config (`CALLS_LEDGER_SOURCE`)."""
-
-    def setup(self) -> None:
-        self.source = self.container.config.get(LEDGER_SOURCE_KEY) or self.source
-        super().setup()
 
 
 class AnswerCheck(Timer):
@@ -66,15 +57,6 @@ class AnswerCheck(Timer):
 
     def setup(self) -> None:
         self.interval = float(self.container.config.get(CHECK_INTERVAL_KEY) or self.interval)
-
-
-class CsvHttp(LavoroHttp):
-    """A read that answers CSV (the ranking export); its errors are JSON like every other's."""
-
-    def response_from_result(self, result: Any) -> Response:
-        if isinstance(result, Response) and result.mimetype == "text/csv":
-            return result
-        return super().response_from_result(result)
 
 
 def _accepted(outcome: flows.Outcome, status: int = 200) -> Response:
@@ -277,7 +259,7 @@ class Calls(Observable):
 
     # -- the ledger's answers and the timeout ---------------------------------------------------
 
-    @LedgerEvents.decorator(
+    @handles(
         "ledger",
         "commitment_recorded",
         "commitment_rejected",
@@ -336,7 +318,7 @@ class Calls(Observable):
         """The approved ranking: scores per criterion, bonus, total, award and its state."""
         return outputs.RankingOut().dump(reads.ranking(self.store.query, call_id))
 
-    @CsvHttp.decorator("GET", "/calls/<call_id>/ranking.csv")
+    @query("/calls/<call_id>/ranking.csv")
     @document(media_type="text/csv", tags=("ranking",))
     def ranking_csv(self, request: Request, call_id: str) -> Response:
         """The published ranking as CSV: public references only, never names."""

@@ -7,9 +7,8 @@ that may `read`; the OpenAPI document is public. The relay publishes the log to 
 (and the public types to `lavoro.public`); `@handles` consumes calls' `grant_awarded` and
 `tranche_requested` (docs/events.md, F1 and F2).
 
-Config (services/ledger/config.yaml, on top of shared.config.service_config("ledger")):
-`LEDGER_CALLS_SOURCE` is the name of the service whose events F1/F2 consume (`calls`; a test
-gives a unique one so that its exchange and queue are its own).
+A test that runs the calls service under a unique name points the ledger at it with the
+chassis's config `LAVORO_SOURCES: {"calls": <name>}`.
 """
 
 from __future__ import annotations
@@ -18,37 +17,18 @@ from typing import Any, cast
 
 from werkzeug.wrappers import Request, Response
 
-from shared.consumer import HandlesEntrypoint, IncomingEvent
+from shared.consumer import IncomingEvent, handles
 from shared.dependencies import EventStore, Store
 from shared.errors import NotFound
 from shared.observability import Observable
 from shared.openapi import document, openapi_spec
 from shared.relay import RelayExtension
 from shared.schemas import load_input
-from shared.web import CommandRequest, LavoroHttp, command, http, json_response, query
+from shared.web import CommandRequest, command, http, json_response, query
 
 from . import api, books, domain, readmodels, reports, schemas
 from .deadlines import end_of_day, office_day
 from .queries import Books, History
-
-CALLS_SOURCE_KEY = "LEDGER_CALLS_SOURCE"
-
-
-class CallsEvents(HandlesEntrypoint):
-    """`@handles` for the calls service, whose name comes from config (`LEDGER_CALLS_SOURCE`)."""
-
-    def setup(self) -> None:
-        self.source = self.container.config.get(CALLS_SOURCE_KEY) or self.source
-        super().setup()
-
-
-class CsvHttp(LavoroHttp):
-    """A read that answers CSV (an export); its errors are JSON like every other endpoint's."""
-
-    def response_from_result(self, result: Any) -> Response:
-        if isinstance(result, Response) and result.mimetype == "text/csv":
-            return result
-        return super().response_from_result(result)
 
 
 def _dump(schema: type[api.Schema], value: Any) -> Any:
@@ -183,7 +163,7 @@ class LedgerService(Observable):
         self._project(cup)
         return _dump(api.RetentionOut, reports.retention(cup, self._books().commitments(cup)))
 
-    @CsvHttp.decorator("GET", "/projects/<cup>/export.csv")
+    @query("/projects/<cup>/export.csv")
     @document(media_type="text/csv", tags=("reports",))
     def export_csv(self, request: Request, cup: str) -> Response:
         """Commitments and payments as CSV, the CUP on every row."""
@@ -200,7 +180,7 @@ class LedgerService(Observable):
 
     # -- reacting to calls (F1, F2) -------------------------------------------------------------
 
-    @CallsEvents.decorator("calls", "grant_awarded", "tranche_requested")
+    @handles("calls", "grant_awarded", "tranche_requested")
     def on_calls_event(self, event: IncomingEvent) -> None:
         schema = schemas.CONSUMED.get((event.type, event.schema_version))
         if schema is None:

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from services.calls import ranking
 from services.ledger import readmodels, schemas, seed
-from services.ledger.service import CALLS_SOURCE_KEY, LedgerService
+from services.ledger.service import LedgerService
 from shared import demo, services
 from shared.cli import app
 from shared.clock import UTC, FixedClock
@@ -205,7 +205,7 @@ def ledger(tmp_path, unique, amqp_uri):
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
         "LAVORO_TOKENS": TOKENS,
-        CALLS_SOURCE_KEY: calls,
+        "LAVORO_SOURCES": {"calls": calls},
     }
     container = ServiceContainer(cls, config)
     container.start()

@@ -17,7 +17,7 @@ import pytest
 from nameko.containers import ServiceContainer
 from nameko.standalone.events import get_event_exchange
 
-from services.ledger.service import CALLS_SOURCE_KEY, LedgerService
+from services.ledger.service import LedgerService
 from shared.consumer import consumer_stats, queue_name
 from shared.dependencies import log_for
 from shared.dlq import dlq_name
@@ -54,7 +54,7 @@ def pair(amqp_uri, unique, databases):
         "LAVORO_TOKENS": TOKENS,
         "LAVORO_RETRY_BASE_DELAY": 0.01,
         "LAVORO_RETRY_MAX_DELAY": 0.05,
-        CALLS_SOURCE_KEY: calls.name,
+        "LAVORO_SOURCES": {"calls": calls.name},
         **ledger_db,
     }
     ledger = ServiceContainer(ledger_cls, config)

@@ -14,7 +14,7 @@ import kombu
 from nameko.containers import ServiceContainer
 from nameko.standalone.events import get_event_exchange
 
-from services.ledger.service import CALLS_SOURCE_KEY, LedgerService
+from services.ledger.service import LedgerService
 from shared.clock import UTC
 from shared.consumer import queue_name
 from shared.dlq import dlq_name
@@ -55,7 +55,7 @@ class LedgerHarness:
             "DATABASE_URL": self.url,
             "WEB_SERVER_ADDRESS": "127.0.0.1:0",
             "LAVORO_TOKENS": TOKENS,
-            CALLS_SOURCE_KEY: self.calls,
+            "LAVORO_SOURCES": {"calls": self.calls},
             **FAST,
         }
         if self.schema:

@@ -134,7 +134,7 @@ class CallsHarness:
             "LAVORO_RETRY_BASE_DELAY": 0.01,
             "LAVORO_RETRY_MAX_DELAY": 0.05,
             "LAVORO_RETRY_ATTEMPTS": 2,
-            "CALLS_LEDGER_SOURCE": self.ledger,
+            "LAVORO_SOURCES": {"ledger": self.ledger},
             "CALLS_PSEUDONYM_KEY": "test-pseudonym-key",
             **self.database,
             **config,
