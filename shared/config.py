@@ -34,20 +34,16 @@ from nameko.web.server import parse_address
 
 from shared.auth import TOKENS_FILE_KEY, TOKENS_KEY
 from shared.db import ROOT, default_url
+from shared.services import REGISTRY
 
 DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 DATABASE_URL_KEY = "DATABASE_URL"
 SERVICE_NAME_KEY = "SERVICE_NAME"
 LOG_LEVEL_KEY = "LOG_LEVEL"
 
-# One port per service so that all five can run on one machine without a proxy.
-HTTP_PORTS: dict[str, int] = {
-    "placement": 8001,
-    "calls": 8002,
-    "safeguarding": 8003,
-    "charters": 8004,
-    "ledger": 8005,
-}
+# One port per service so that all five can run on one machine without a proxy; the registry
+# (shared/services.py) is where a service and its port are declared, once.
+HTTP_PORTS: dict[str, int] = {name: spec.port for name, spec in REGISTRY.items()}
 
 
 class ConfigError(ValueError):
