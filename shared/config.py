@@ -43,7 +43,9 @@ LOG_LEVEL_KEY = "LOG_LEVEL"
 
 # One port per service so that all five can run on one machine without a proxy; the registry
 # (shared/services.py) is where a service and its port are declared, once.
-HTTP_PORTS: dict[str, int] = {name: spec.port for name, spec in REGISTRY.items()}
+HTTP_PORTS: dict[str, int] = {
+    name: spec.port for name, spec in REGISTRY.items() if spec.port is not None
+}
 
 
 class ConfigError(ValueError):
