@@ -17,8 +17,6 @@ The ledger's answers that calls consumes are in answers.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 from marshmallow import fields, validate
 
 from shared.eventlog import Upcasters
@@ -28,8 +26,6 @@ from shared.schemas import (
     Personal,
     Schema,
     UtcDateTime,
-    format_money,
-    parse_money,
 )
 
 from .rules import (
@@ -40,29 +36,6 @@ from .rules import (
     REJECTION_REASONS,
     TRANCHE_KINDS,
 )
-
-
-class WireMoney(Money):
-    """Money that also dumps a stored payload's string ("8000.00") as itself, checked."""
-
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        if isinstance(value, str):
-            return format_money(parse_money(value, allow_negative=self.allow_negative))
-        return super()._serialize(value, attr, obj, **kwargs)
-
-
-class WireDate(LocalDate):
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        if isinstance(value, str):
-            return self._deserialize(value, attr, obj).isoformat()
-        return super()._serialize(value, attr, obj, **kwargs)
-
-
-class WireInstant(UtcDateTime):
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        if isinstance(value, str):
-            return super()._serialize(self._deserialize(value, attr, obj), attr, obj)
-        return super()._serialize(value, attr, obj, **kwargs)
 
 
 def _id() -> fields.String:
@@ -91,22 +64,22 @@ class CallTermsV1(Schema):
     kind = _one_of(KINDS)
     budget_line = _one_of(BUDGET_LINES)
     project_cup = fields.String(required=True)
-    budget = WireMoney(required=True)
-    opens_on = WireDate(required=True)
-    closes_on = WireDate(required=True)
-    opens_at = WireInstant(required=True)
-    closes_at = WireInstant(required=True)
+    budget = Money(required=True)
+    opens_on = LocalDate(required=True)
+    closes_on = LocalDate(required=True)
+    opens_at = UtcDateTime(required=True)
+    closes_at = UtcDateTime(required=True)
     criteria = fields.List(fields.Nested(CriterionV1), required=True)
     bonuses = fields.Dict(
         keys=fields.String(validate=validate.OneOf(PRIORITIES)), values=fields.Integer()
     )
-    award_cap = WireMoney(required=True)
+    award_cap = Money(required=True)
     max_share = fields.String(required=True)
     tie_break = fields.List(fields.String(), required=True)
 
 
 class CallPublishedV1(CallTermsV1):
-    published_at = WireInstant(required=True)
+    published_at = UtcDateTime(required=True)
 
 
 class CallClosedV1(Schema):
@@ -114,7 +87,7 @@ class CallClosedV1(Schema):
     end (`early` false, no reason); an early closure ("chiusura anticipata") always has a reason."""
 
     call_id = _id()
-    closed_at = WireInstant(required=True)
+    closed_at = UtcDateTime(required=True)
     applications = fields.Integer(required=True)
     early = fields.Boolean(load_default=False)
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
@@ -124,7 +97,7 @@ class CallClosedPublic(Schema):
     """Whether the call closed early, not the office's free-text reason (like every reason)."""
 
     call_id = _id()
-    closed_at = WireInstant(required=True)
+    closed_at = UtcDateTime(required=True)
     applications = fields.Integer(required=True)
     early = fields.Boolean(load_default=False)
 
@@ -155,8 +128,8 @@ class ApplicantV1(Schema):
 
 
 class PlanV1(Schema):
-    eligible_cost = WireMoney(required=True)
-    requested_amount = WireMoney(required=True)
+    eligible_cost = Money(required=True)
+    requested_amount = Money(required=True)
     jobs_created = fields.Integer(required=True, strict=True)
 
 
@@ -170,7 +143,7 @@ class ApplicationSubmittedV1(Schema):
     project_title = fields.String(required=True)
     business_plan = fields.Nested(PlanV1, required=True)
     bonus = fields.Integer(required=True, strict=True)
-    submitted_at = WireInstant(required=True)
+    submitted_at = UtcDateTime(required=True)
 
 
 class ApplicationSubmittedPublic(Schema):
@@ -179,7 +152,7 @@ class ApplicationSubmittedPublic(Schema):
     call_id = _id()
     application_id = _id()
     public_reference = fields.String(required=True)
-    submitted_at = WireInstant(required=True)
+    submitted_at = UtcDateTime(required=True)
 
 
 class ApplicationRefV1(Schema):
@@ -199,12 +172,12 @@ class ApplicationRejectedPublic(ApplicationRefV1):
 
 
 class AccompanimentStartedV1(ApplicationRefV1):
-    started_on = WireDate(required=True)
+    started_on = LocalDate(required=True)
 
 
 class CodesignSessionHeldV1(ApplicationRefV1):
     session = fields.Integer(required=True, strict=True)
-    held_on = WireDate(required=True)
+    held_on = LocalDate(required=True)
     topic = fields.String(required=True)
     notes = fields.String(allow_none=True, required=True)
 
@@ -225,14 +198,14 @@ class RankingEntryV1(Schema):
     application_id = _id()
     public_reference = fields.String(required=True)
     scores = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
-    weighted = WireMoney(required=True)  # points with two decimals, written like an amount
+    weighted = Money(required=True)  # points with two decimals, written like an amount
     bonus = fields.Integer(required=True)
-    total = WireMoney(required=True)
+    total = Money(required=True)
 
 
 class RankingApprovedV1(Schema):
     call_id = _id()
-    approved_on = WireDate(required=True)
+    approved_on = LocalDate(required=True)
     ranking = fields.List(fields.Nested(RankingEntryV1), required=True)
 
 
@@ -242,13 +215,13 @@ class FundsReservedV1(Schema):
     application_id = _id()
     public_reference = fields.String(required=True)
     position = fields.Integer(required=True)
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
 
 
 class FundsReleasedV1(Schema):
     call_id = _id()
     award_id = _id()
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
     reason = fields.String(required=True)
 
 
@@ -261,93 +234,93 @@ class GrantAwardedV1(Schema):
     application_id = _id()
     project_cup = fields.String(required=True)
     budget_line = _one_of(BUDGET_LINES)
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
     reference = fields.String(required=True)
-    awarded_on = WireDate(required=True)
+    awarded_on = LocalDate(required=True)
 
 
 class GrantConfirmedV1(Schema):
     award_id = _id()
     call_id = _id()
     commitment_id = _id()
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
 
 
 class GrantSuspendedV1(Schema):
     award_id = _id()
     call_id = _id()
     application_id = _id()
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
     reason = fields.String(required=True)
-    available = WireMoney(required=True, allow_none=True)
+    available = Money(required=True, allow_none=True)
 
 
 class TrancheRequestedV1(Schema):
     award_id = _id()
     tranche_id = _id()
     kind = _one_of(TRANCHE_KINDS)
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
     claim_reference = fields.String(required=True)
-    claim_date = WireDate(required=True)
+    claim_date = LocalDate(required=True)
 
 
 class TranchePaidV1(Schema):
     award_id = _id()
     tranche_id = _id()
     kind = _one_of(TRANCHE_KINDS)
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
     payment_id = _id()
-    paid_on = WireDate(required=True)
+    paid_on = LocalDate(required=True)
 
 
 class TrancheRejectedV1(Schema):
     award_id = _id()
     tranche_id = _id()
     kind = _one_of(TRANCHE_KINDS)
-    amount = WireMoney(required=True)
+    amount = Money(required=True)
     reason = fields.String(required=True)
-    remaining = WireMoney(required=True, allow_none=True)
+    remaining = Money(required=True, allow_none=True)
 
 
 class ExpenditureReportedV1(Schema):
     award_id = _id()
     report_id = _id()
-    amount = WireMoney(required=True)
-    period_from = WireDate(required=True)
-    period_to = WireDate(required=True)
+    amount = Money(required=True)
+    period_from = LocalDate(required=True)
+    period_to = LocalDate(required=True)
     description = fields.String(required=True)
-    reported_on = WireDate(required=True)
+    reported_on = LocalDate(required=True)
 
 
 class ExpenditureReportedPublic(Schema):
     award_id = _id()
     report_id = _id()
-    amount = WireMoney(required=True)
-    period_from = WireDate(required=True)
-    period_to = WireDate(required=True)
-    reported_on = WireDate(required=True)
+    amount = Money(required=True)
+    period_from = LocalDate(required=True)
+    period_to = LocalDate(required=True)
+    reported_on = LocalDate(required=True)
 
 
 class GrantRevokedV1(Schema):
     award_id = _id()
     call_id = _id()
     reason = fields.String(required=True)
-    revoked_on = WireDate(required=True)
-    paid = WireMoney(required=True)
+    revoked_on = LocalDate(required=True)
+    paid = Money(required=True)
 
 
 class GrantRevokedPublic(Schema):
     award_id = _id()
     call_id = _id()
-    revoked_on = WireDate(required=True)
-    paid = WireMoney(required=True)
+    revoked_on = LocalDate(required=True)
+    paid = Money(required=True)
 
 
 class AwardAnswerOverdueV1(Schema):
     award_id = _id()
     call_id = _id()
-    awarded_at = WireInstant(required=True)
-    detected_at = WireInstant(required=True)
+    awarded_at = UtcDateTime(required=True)
+    detected_at = UtcDateTime(required=True)
     timeout_seconds = fields.Integer(required=True)
 
 
