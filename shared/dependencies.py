@@ -20,11 +20,13 @@ inbox row after the handler returns and rolls back if it raises (the consumer dr
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
@@ -36,8 +38,17 @@ from structlog.contextvars import bound_contextvars
 from shared.aggregates import Aggregate, Loaded
 from shared.aggregates import load as load_aggregate
 from shared.clock import Clock
+from shared.contracts import Contracts
+from shared.crypto import Vault
 from shared.db import default_url, is_sqlite, make_engine, migrate
-from shared.eventlog import AppendResult, EventLog, NewEvent, Transaction, Upcasters
+from shared.eventlog import (
+    AppendResult,
+    EventLog,
+    NewEvent,
+    RecordedEvent,
+    Transaction,
+    Upcasters,
+)
 from shared.inbox import IncomingEvent
 
 S = TypeVar("S")
@@ -64,11 +75,16 @@ class ReadOnlyViolation(ValueError):
 
 
 class Writer:
-    """Appends inside one `Store.transaction()`."""
+    """Appends inside one `Store.transaction()`; seals each event's personal fields there, with
+    the person's key created or locked in the same transaction (so an event never commits
+    without its key, and an erasure waits for it)."""
 
-    def __init__(self, tx: Transaction, cause: dict[str, str | None]) -> None:
+    def __init__(
+        self, tx: Transaction, cause: dict[str, str | None], sealer: _Sealer | None = None
+    ) -> None:
         self._tx = tx
         self._cause = cause
+        self._sealer = sealer
 
     def append(
         self,
@@ -78,17 +94,45 @@ class Writer:
         *,
         command_id: str | None = None,
     ) -> AppendResult:
+        if self._sealer is not None:
+            events = [self._sealer.seal(event, self._tx.conn) for event in events]
         return self._tx.append(
             stream, expected_version, events, command_id=command_id, **self._cause
         )
 
 
+class _Sealer:
+    """Seals the personal fields of the event types the contracts name a person for."""
+
+    def __init__(self, contracts: Contracts, vault: Vault) -> None:
+        self._contracts = contracts
+        self._vault = vault
+
+    def seal(self, event: NewEvent, conn: Connection) -> NewEvent:
+        person_id = self._contracts.person_of(event)
+        if person_id is None:
+            return event
+        schema = self._contracts.schema(event.type)
+        data = self._vault.seal_fields(schema, event.data, person_id, conn=conn)
+        return dataclasses.replace(event, data=data)
+
+
 class Store:
     """What one worker may do with its service's database."""
 
-    def __init__(self, log: EventLog, cause: dict[str, str | None], *, deferred: bool) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        cause: dict[str, str | None],
+        *,
+        deferred: bool,
+        contracts: Contracts | None = None,
+        sealer: _Sealer | None = None,
+    ) -> None:
         self._log = log
         self._cause = cause
+        self._contracts = contracts
+        self._sealer = sealer
         # A handler's writes wait in one open transaction until the consumer commits them with
         # the inbox row (or rolls them back).
         self._deferred = deferred
@@ -98,6 +142,25 @@ class Store:
     @property
     def clock(self) -> Clock:
         return self._log.clock
+
+    @property
+    def in_handler(self) -> bool:
+        """Whether this worker handles another service's event (its writes commit with the
+        inbox row after it returns)."""
+        return self._deferred
+
+    def command_events(self, command_id: str) -> list[RecordedEvent] | None:
+        """The events a command appended the first time it ran, or None if it never ran."""
+        return self._log.command_events(command_id)
+
+    def one_at_a_time(self, stream: str) -> ContextManager[None]:
+        """Commands on `stream` one after another in this process (shared.unit_of_work)."""
+        return _one_at_a_time(self._log, stream)
+
+    def check_event(self, event: NewEvent) -> None:
+        """Hold an outgoing payload to its contract (BrokenContract if it breaks it)."""
+        if self._contracts is not None:
+            self._contracts.check(event)
 
     def load(self, aggregate: Aggregate[S], stream: str) -> Loaded[S]:
         """The aggregate's state and the version `append` expects next."""
@@ -131,10 +194,10 @@ class Store:
             tx = self._open()
             # A savepoint: a block that raises leaves nothing behind even if the handler goes on.
             with tx.conn.begin_nested():
-                yield Writer(tx, self._cause)
+                yield Writer(tx, self._cause, self._sealer)
             return
         with self._log.transaction() as tx:
-            yield Writer(tx, self._cause)
+            yield Writer(tx, self._cause, self._sealer)
 
     def query(self, statement: Any, params: dict[str, Any] | None = None) -> list[sa.Row[Any]]:
         """Rows of a SELECT on the service's database (its read models). Writes are refused."""
@@ -193,12 +256,18 @@ class EventStore(DependencyProvider):
         self,
         *,
         projections: Sequence[Any] = (),
+        contracts: Contracts | None = None,
         upcasters: Upcasters | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.projections = list(projections)
-        self.upcasters = upcasters
+        self.contracts = contracts
+        self.upcasters = (
+            upcasters if upcasters is not None else getattr(contracts, "upcasters", None)
+        )
         self.clock = clock
+        self.vault: Vault | None = None
+        self._sealer: _Sealer | None = None
         self.log: EventLog | None = None
         self._guard = threading.Lock()
         self._stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()
@@ -213,6 +282,9 @@ class EventStore(DependencyProvider):
         with self._guard:
             if self.log is None:
                 self.log = self._build_log()
+                self.vault = Vault(self.log.engine)
+                if self.contracts is not None and self.contracts.persons:
+                    self._sealer = _Sealer(self.contracts, self.vault)
             return self.log
 
     def _build_log(self) -> EventLog:
@@ -255,7 +327,13 @@ class EventStore(DependencyProvider):
         return self.ensure_log().engine
 
     def get_dependency(self, worker_ctx: Any) -> Store:
-        store = Store(self.ensure_log(), self._cause(worker_ctx), deferred=_is_handler(worker_ctx))
+        store = Store(
+            self.ensure_log(),
+            self._cause(worker_ctx),
+            deferred=_is_handler(worker_ctx),
+            contracts=self.contracts,
+            sealer=self._sealer,
+        )
         self._stores[worker_ctx] = store
         return store
 
@@ -303,7 +381,7 @@ class EventStore(DependencyProvider):
         A handler that wrote nothing gets a transaction of its own for `commit_with`."""
         store = self._stores.get(worker_ctx)
         if store is None:
-            store = Store(self.ensure_log(), {}, deferred=True)
+            store = Store(self.ensure_log(), {}, deferred=True, contracts=self.contracts)
         return store._finish(commit_with)
 
     def _cause(self, worker_ctx: Any) -> dict[str, str | None]:
@@ -338,6 +416,30 @@ def _incoming(worker_ctx: Any) -> IncomingEvent | None:
     ):
         return worker_ctx.args[0]
     return None
+
+
+class _Gate:
+    __slots__ = ("lock", "__weakref__")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # green under eventlet's monkey patching
+
+
+_gates: weakref.WeakValueDictionary[tuple[int, str], _Gate] = weakref.WeakValueDictionary()
+_gates_guard = threading.Lock()
+
+
+@contextmanager
+def _one_at_a_time(log: EventLog, stream: str) -> Iterator[None]:
+    # Per log and stream; a gate lives while someone holds or waits for it. Replicas in other
+    # processes still race: the unit of work's retries are for them.
+    key = (id(log), stream)
+    with _gates_guard:
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _gates[key] = _Gate()
+    with gate.lock:
+        yield
 
 
 def store_for(container: Any) -> EventStore:

@@ -675,6 +675,21 @@ class EventLog:
                 ).scalar_one()
             )
 
+    def command_events(self, command_id: str) -> list[RecordedEvent] | None:
+        """The events a command appended the first time it ran (empty if it appended none), or
+        None if no command with that id ran."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(t.commands.c.first_position, t.commands.c.last_position).where(
+                    t.commands.c.command_id == command_id
+                )
+            ).first()
+            if row is None:
+                return None
+            if row.first_position is None:
+                return []
+            return list(self._read_range(conn, row.first_position, row.last_position))
+
     # -- audit -------------------------------------------------------------------------------
 
     def verify(self, page: int = 5000) -> VerifyResult:

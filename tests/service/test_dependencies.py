@@ -193,7 +193,19 @@ def test_a_worker_gets_a_narrow_store_not_an_engine(start, unique):
     container = start(make_service(unique))
     store = hook(container, "the_store")()
     public = {name for name in dir(store) if not name.startswith("_")}
-    assert public == {"clock", "load", "append", "transaction", "query", "read_model"}
+    assert public == {
+        "clock",
+        "load",
+        "append",
+        "transaction",
+        "query",
+        "read_model",
+        # what shared.unit_of_work asks of it
+        "in_handler",
+        "command_events",
+        "one_at_a_time",
+        "check_event",
+    }
     assert hook(container, "now")().tzinfo is not None
 
 
