@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import ExitStack, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
@@ -272,6 +272,18 @@ class EventStore(DependencyProvider):
         self._guard = threading.Lock()
         self._stores: weakref.WeakKeyDictionary[Any, Store] = weakref.WeakKeyDictionary()
         self._log_context: weakref.WeakKeyDictionary[Any, ExitStack] = weakref.WeakKeyDictionary()
+
+    # Typing only: on the class, the attribute is this provider (nameko finds it there); on a
+    # worker's service instance nameko sets the worker's `Store`, which shadows this non-data
+    # descriptor. So `self.store` in a service method is typed `Store` with no cast.
+    @overload
+    def __get__(self, instance: None, owner: type) -> EventStore: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> Store: ...
+    def __get__(self, instance: object | None, owner: type) -> EventStore | Store:
+        if instance is None:
+            return self
+        raise AttributeError("the store is given to a worker of a running service")
 
     def setup(self) -> None:
         self.ensure_log()

@@ -138,6 +138,7 @@ class Transaction:
         self.log = log
         self.conn = conn
         self.recorded: list[RecordedEvent] = []
+        self._command_id: str | None = None  # the command this transaction records, if any
 
     def append(
         self,
@@ -161,6 +162,16 @@ class Transaction:
             causation_id,
         )
         if not result.duplicate and result.events:
+            if command_id is not None:
+                self._command_id = command_id
+            elif self._command_id is not None:
+                # A command that appends to several streams: its row spans all they got (the
+                # positions of one transaction are consecutive), so a repeat answers with all.
+                self.conn.execute(
+                    sa.update(t.commands)
+                    .where(t.commands.c.command_id == self._command_id)
+                    .values(last_position=result.events[-1].position)
+                )
             for projection in self.log.projections:
                 projection.apply(self.conn, result.events)
             self.recorded.extend(result.events)

@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import marshmallow as ma
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
@@ -78,6 +79,27 @@ class ErrorBody(Schema):
     )
     details = fields.Dict(metadata={"description": "the figures of a refusal (409)"})
     id = fields.String(metadata={"description": "the correlation id of a 500, to find the log"})
+
+
+class AppendedEvent(ma.Schema):
+    type = fields.String(required=True, metadata={"example": "grant_awarded"})
+    stream = fields.String(required=True)
+    version = fields.Integer(required=True)
+    position = fields.Integer(
+        required=True, metadata={"description": "a read model has caught up once past it"}
+    )
+
+
+class CommandReply(ma.Schema):
+    """The one answer of every command (shared.unit_of_work.Outcome.reply): the events
+    appended, whether the command had already run (the same Idempotency-Key), and, as further
+    members, the ids the events name (`award_id`; several as `award_ids`)."""
+
+    class Meta:
+        unknown = ma.INCLUDE  # the ids are further members
+
+    events = fields.List(fields.Nested(AppendedEvent), required=True)
+    repeated = fields.Boolean(required=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +190,13 @@ def _summary(fn: Any, documented: Documented) -> tuple[str, str | None]:
 
 
 def _operation(name: str, entrypoint: LavoroHttp, fn: Any) -> tuple[str, str, dict[str, Any]]:
-    documented: Documented = getattr(fn, _ATTRIBUTE, None) or Documented()
+    documented: Documented = getattr(fn, _ATTRIBUTE, None) or Documented(
+        status=entrypoint.status,
+        response=entrypoint.response or (CommandReply if entrypoint.is_command else None),
+        media_type=entrypoint.media_type,
+        query=entrypoint.args,
+        tags=entrypoint.tags,
+    )
     path, parameters = openapi_path(entrypoint.url)
     summary, description = _summary(fn, documented)
     parameters.append(

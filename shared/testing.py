@@ -131,4 +131,7 @@ class _Writer:
         self.pending.setdefault(stream, []).extend(recorded)
         if command_id is not None:
             self.commands[command_id] = list(recorded)
+        elif recorded:
+            for earlier in self.commands.values():  # a command's row spans its transaction
+                earlier.extend(recorded)
         return AppendResult(recorded, duplicate=False)

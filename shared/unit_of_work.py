@@ -116,6 +116,12 @@ class Outcome:
 
     events: tuple[RecordedEvent, ...] = ()
     repeated: bool = False
+    named: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def naming(self, **ids: Any) -> Outcome:
+        """The same outcome, also naming ids the caller knows (the one a command addresses):
+        a decision that appended nothing new still answers with them."""
+        return dataclasses.replace(self, named={**self.named, **ids})
 
     @property
     def types(self) -> list[str]:
@@ -152,7 +158,7 @@ class Outcome:
             ],
             "repeated": self.repeated,
         }
-        body.update({k: v for k, v in named.items() if v is not None})
+        body.update({k: v for k, v in {**self.named, **named}.items() if v is not None})
         body.update(self.ids())
         return body
 

@@ -58,6 +58,7 @@ from shared.clock import format_ts
 from shared.errors import InvalidInput, LavoroError, Unauthorized
 from shared.logs import bind_request, get_logger
 from shared.schemas import JsonFraction, invalid_input
+from shared.unit_of_work import Outcome
 
 # Keys of nameko's worker context data (worker_ctx.data) that the store dependency reads.
 ACTOR_KEY = "lavoro.actor"
@@ -139,6 +140,15 @@ class CommandRequest:
     @property
     def context(self) -> RequestContext:
         return RequestContext(self.correlation_id, self.actor, self.role, self.id)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryRequest:
+    """What a `query` endpoint hands its method: the query string loaded with the endpoint's
+    `args` schema (422 naming the parameter otherwise; the raw parameters without a schema)."""
+
+    args: Mapping[str, Any]
+    request: Request
 
 
 def request_context(request: Request) -> RequestContext | None:
@@ -301,6 +311,11 @@ class LavoroHttp(HttpRequestHandler):
         action: str | None = None,
         schema: Schema | type[Schema] | None = None,
         public: bool = False,
+        status: int | None = None,
+        response: Schema | type[Schema] | None = None,
+        args: Schema | type[Schema] | None = None,
+        tags: tuple[str, ...] = (),
+        media_type: str = JSON_TYPE,
         **kwargs: Any,
     ) -> None:
         methods = {m.strip().upper() for m in method.split(",")}
@@ -313,7 +328,13 @@ class LavoroHttp(HttpRequestHandler):
             raise ValueError(f"{method} {url}: only a command has a body to load")
         self.action = action or (COMMAND if self.is_command else READ)
         self.public = public
-        self.schema = schema() if isinstance(schema, type) else schema
+        self.schema = _instance(schema)
+        # One declaration serves the request, the answer and the OpenAPI document.
+        self.status = status
+        self.response = _instance(response)
+        self.args = _instance(args)
+        self.tags = tuple(tags)
+        self.media_type = media_type
         kwargs.setdefault("expected_exceptions", (LavoroError, ValidationError))
         super().__init__(",".join(sorted(methods)), url, **kwargs)
 
@@ -370,14 +391,16 @@ class LavoroHttp(HttpRequestHandler):
     ) -> tuple[RequestContext, tuple[Any, ...]]:
         """The request's context and the method's arguments: the request for a read, a
         CommandRequest (Idempotency-Key checked, body loaded) for a command."""
-        if principal is None:  # a public read; a command is never public
-            context = RequestContext(correlation_id)
-            request.environ[_ENVIRON_KEY] = context
-            return context, (request,)
         if not self.is_command:
-            context = RequestContext(correlation_id, principal.subject, principal.role)
+            if principal is None:  # a public read; a command is never public
+                context = RequestContext(correlation_id)
+            else:
+                context = RequestContext(correlation_id, principal.subject, principal.role)
             request.environ[_ENVIRON_KEY] = context
-            return context, (request,)
+            if self.args is None:
+                return context, (request,)
+            return context, (QueryRequest(self.args.load(request.args.to_dict()), request),)
+        assert principal is not None
         command_id = _idempotency_key(request)
         context = RequestContext(correlation_id, principal.subject, principal.role, command_id)
         request.environ[_ENVIRON_KEY] = context
@@ -397,6 +420,10 @@ class LavoroHttp(HttpRequestHandler):
         return context, (cmd,)
 
     def response_from_result(self, result: Any) -> Response:
+        if isinstance(result, Outcome):
+            return json_response(self.status or 200, result.reply())
+        if self.response is not None and not isinstance(result, (Response, tuple)):
+            return json_response(self.status or 200, self.response.dump(result))
         if isinstance(result, Response):
             # JSON, JSON Lines (an audit export), a +json type, or CSV (an export for people's
             # spreadsheets); a text/plain or HTML answer is a bug in the method, not something
@@ -440,6 +467,8 @@ def _bind_logs_in_worker(fn: F) -> F:
     def handler(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(first, CommandRequest):
             context: RequestContext | None = first.context
+        elif isinstance(first, QueryRequest):
+            context = request_context(first.request)
         else:
             context = request_context(first) if isinstance(first, Request) else None
         if context is None:
@@ -476,20 +505,38 @@ def command(
     url: str,
     *,
     schema: Schema | type[Schema] | None = None,
+    status: int = 200,
     action: str = COMMAND,
+    tags: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> Callable[[F], F]:
     """Declare a command endpoint: bearer token whose role may `action`, Idempotency-Key, body
-    loaded with `schema`; the method is called as `method(self, cmd: CommandRequest, **path)`."""
+    loaded with `schema`; the method is called as `method(self, cmd: CommandRequest, **path)`
+    and returns the unit of work's `Outcome`, answered with `status` in the one reply shape of
+    every command (`Outcome.reply`)."""
     if method.upper() in _READ_METHODS:
         raise ValueError(f"a command is not a {method}: use query()")
-    return http(method, url, action=action, schema=schema, **kwargs)
+    return http(method, url, action=action, schema=schema, status=status, tags=tags, **kwargs)
 
 
-def query(url: str, *, action: str = READ, **kwargs: Any) -> Callable[[F], F]:
-    """Declare a GET endpoint for roles that may `action` (`read`, or `audit`); the method is
-    called as `method(self, request, **path)`."""
-    return http("GET", url, action=action, **kwargs)
+def query(
+    url: str,
+    *,
+    response: Schema | type[Schema] | None = None,
+    args: Schema | type[Schema] | None = None,
+    action: str = READ,
+    tags: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> Callable[[F], F]:
+    """Declare a GET endpoint for roles that may `action` (`read`, or `audit`). With `args`, the
+    method is called as `method(self, q: QueryRequest, **path)` (q.args loaded, 422 otherwise),
+    else as `method(self, request, **path)`; what it returns is dumped with `response` (a werkzeug
+    Response, e.g. CSV, goes out as it is)."""
+    return http("GET", url, action=action, response=response, args=args, tags=tags, **kwargs)
+
+
+def _instance(schema: Schema | type[Schema] | None) -> Schema | None:
+    return schema() if isinstance(schema, type) else schema
 
 
 def bound_port(container: Any) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate
 
+from shared.contracts import Contracts
 from shared.eventlog import Upcasters
 from shared.schemas import LocalDate, Money, Schema
 
@@ -217,3 +218,8 @@ CONSUMED: dict[tuple[str, int], type[Schema]] = {
     ("grant_awarded", 1): GrantAwardedV1,
     ("tranche_requested", 1): TrancheRequestedV1,
 }
+
+
+CONTRACTS = Contracts(
+    emitted=EVENTS, public=PUBLIC, consumed={"calls": CONSUMED}, upcasters=upcasters
+)

@@ -117,6 +117,19 @@ def test_a_repeated_command_returns_its_first_events_without_deciding_again(stor
     assert history(store, "account-a") == [("deposited", "60.00")]
 
 
+def test_a_repeat_of_a_command_on_several_streams_answers_with_all_its_events(store: Any) -> None:
+    def two(session: unit_of_work.Session) -> unit_of_work.Decision:
+        return {
+            "account-a": [moved("deposited", "a", "1.00")],
+            "account-b": [moved("deposited", "b", "2.00")],
+        }
+
+    first = unit_of_work.run(store, two, command_id="both")
+    again = unit_of_work.run(store, two, command_id="both")
+    assert [e.stream for e in again.events] == ["account-a", "account-b"]
+    assert [e.id for e in again.events] == [e.id for e in first.events]
+
+
 def test_one_command_run_twice_at_once_appends_once(store: Any) -> None:
     results: list[unit_of_work.Outcome] = []
 

@@ -5,11 +5,14 @@ a line past its admitted amount."""
 
 from __future__ import annotations
 
+import contextlib
+
 import eventlet
 import pytest
 from eventlet.event import Event
 
-from services.ledger import books
+from services.ledger import handlers
+from shared import unit_of_work
 from shared.dependencies import Store
 from shared.errors import ConcurrencyError, RuleViolation
 from tests.unit.ledger.memory import CUP, a_commitment, a_reduction, an_award, funded
@@ -26,6 +29,10 @@ class Lockstep(Store):
         self._gate = gate
         self._waited = False
 
+    def one_at_a_time(self, stream):
+        # Each worker stands for a replica of its own: the in-process gate is not shared.
+        return contextlib.nullcontext()
+
     def load(self, aggregate, stream):
         loaded = super().load(aggregate, stream)
         if not self._waited and stream.startswith("project-"):
@@ -37,9 +44,9 @@ class Lockstep(Store):
         return loaded
 
 
-def outcome(store: Store, plan: books.Plan) -> str:
+def outcome(store: Store, plan: unit_of_work.Plan) -> str:
     try:
-        books.run(store, plan)
+        unit_of_work.run(store, plan)
     except RuleViolation as refusal:
         return refusal.details["invariant"]
     except ConcurrencyError:
@@ -47,7 +54,7 @@ def outcome(store: Store, plan: books.Plan) -> str:
     return "recorded"
 
 
-def race(log, *plans: books.Plan) -> list[str]:
+def race(log, *plans: unit_of_work.Plan) -> list[str]:
     gate = {"arrived": 0, "parties": len(plans), "all": Event()}
     workers = [eventlet.spawn(outcome, Lockstep(log, gate), plan) for plan in plans]
     return [worker.wait() for worker in workers]
@@ -57,11 +64,11 @@ def test_two_commitments_that_fit_only_one_at_a_time_cannot_both_pass(log):
     store = funded(Store(log, {}, deferred=False), safeguarding="1000.00")
     results = race(
         log,
-        books.record(a_commitment("600.00", reference="A")),
-        books.record(a_commitment("600.00", reference="B")),
+        handlers.record(a_commitment("600.00", reference="A")),
+        handlers.record(a_commitment("600.00", reference="B")),
     )
     assert sorted(results) == ["legally_binding_within_admitted", "recorded"]
-    line = store.load(books.PROJECT, f"project-{CUP}").state.lines["safeguarding"]
+    line = store.load(handlers.PROJECT, f"project-{CUP}").state.lines["safeguarding"]
     assert line.legally_binding == line.admitted - 400
 
 
@@ -69,8 +76,8 @@ def test_an_award_racing_a_commitment_is_rejected_when_the_other_took_the_room(l
     store = funded(Store(log, {}, deferred=False), labour_policies="1000.00")
     results = race(
         log,
-        books.record(a_commitment("600.00", line="labour_policies", reference="A")),
-        books.award(an_award("a1", "600.00")),
+        handlers.record(a_commitment("600.00", line="labour_policies", reference="A")),
+        handlers.award(an_award("a1", "600.00")),
     )
     awarded = log.read_stream("commitment-grant-a1")
     if results[0] == "recorded":  # the commitment won: the award was answered with a rejection
@@ -79,13 +86,13 @@ def test_an_award_racing_a_commitment_is_rejected_when_the_other_took_the_room(l
     else:
         assert [e.type for e in awarded] == ["commitment_recorded"]
     assert results[1] == "recorded"  # a reaction is always answered, never refused
-    line = store.load(books.PROJECT, f"project-{CUP}").state.lines["labour_policies"]
+    line = store.load(handlers.PROJECT, f"project-{CUP}").state.lines["labour_policies"]
     assert line.legally_binding == 600
 
 
 def test_a_burst_of_writers_never_takes_a_line_past_what_was_admitted(log):
     store = funded(Store(log, {}, deferred=False), safeguarding="1000.00")
-    plans = [books.record(a_commitment("150.00", reference=f"R{n}")) for n in range(12)]
+    plans = [handlers.record(a_commitment("150.00", reference=f"R{n}")) for n in range(12)]
     workers = [eventlet.spawn(outcome, Store(log, {}, deferred=False), plan) for plan in plans]
     results = [worker.wait() for worker in workers]
     recorded = results.count("recorded")
@@ -93,7 +100,7 @@ def test_a_burst_of_writers_never_takes_a_line_past_what_was_admitted(log):
     # the client to try again), never record past the room.
     assert recorded == 6 or (recorded < 6 and "gave up" in results)
     assert set(results) <= {"recorded", "legally_binding_within_admitted", "gave up"}
-    line = store.load(books.PROJECT, f"project-{CUP}").state.lines["safeguarding"]
+    line = store.load(handlers.PROJECT, f"project-{CUP}").state.lines["safeguarding"]
     assert line.legally_binding == 150 * recorded
     assert log.verify().ok
 
@@ -102,9 +109,11 @@ def test_a_rejection_never_stands_on_totals_that_moved_before_it_was_stored(log)
     """An award decided "no room" while a reduction frees room: either the rejection was stored
     before the reduction (then it was true), or the award is decided again and recorded."""
     store = funded(Store(log, {}, deferred=False), labour_policies="1000.00")
-    books.run(store, books.record(a_commitment("1000.00", line="labour_policies", reference="A")))
-    reduce = books.reduce(a_reduction("convention-a", "600.00"))
-    results = race(log, reduce, books.award(an_award("a1", "500.00")))
+    unit_of_work.run(
+        store, handlers.record(a_commitment("1000.00", line="labour_policies", reference="A"))
+    )
+    reduce = handlers.reduce(a_reduction("convention-a", "600.00"))
+    results = race(log, reduce, handlers.award(an_award("a1", "500.00")))
     assert results == ["recorded", "recorded"]
     answer = log.read_stream("commitment-grant-a1")[0]
     reduction = log.read_stream("commitment-convention-a")[-1]

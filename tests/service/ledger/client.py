@@ -4,6 +4,7 @@ the rule that every answer except the CSV export is JSON."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import uuid
 from typing import Any
 
@@ -18,7 +19,7 @@ AUDITOR = "au-" + uuid.uuid4().hex
 TOKENS = f"ada:operator:{OPERATOR},bea:auditor:{AUDITOR}"
 HTTP_ENDPOINTS = sorted(
     name
-    for name, member in vars(LedgerService).items()
+    for name, member in inspect.getmembers(LedgerService)
     if any(isinstance(ep, LavoroHttp) for ep in getattr(member, "nameko_entrypoints", ()))
 )
 

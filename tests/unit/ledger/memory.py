@@ -1,62 +1,34 @@
-"""An in-memory stand-in for the EventStore, for unit tests of the ledger's plans (books.py).
-
-It keeps streams as lists of events and checks expected versions as the real log does, so the
-plans, the domain and the versions they carry run without a database. Integration tests run the
-same plans on SQLite and PostgreSQL."""
+"""The ledger's unit tests' store and factories: the chassis's in-memory store (shared.testing)
+runs the ledger's plans (handlers.py), domain and versions without a database; integration tests
+run the same plans on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
-import uuid
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-from services.ledger import books, domain
+from services.ledger import domain, handlers, schemas
 from services.ledger.state import Commitment, Project
-from shared.aggregates import Aggregate, Loaded
-from shared.clock import UTC
-from shared.errors import ConcurrencyError
-from shared.eventlog import AppendResult, NewEvent, RecordedEvent
+from shared import unit_of_work
+from shared.testing import MemoryStore as ChassisMemoryStore
 
 CUP = "F31D23000140007"
 LINES = ("employment_services", "safeguarding", "labour_policies")
 
 
-class MemoryStore:
+class MemoryStore(ChassisMemoryStore):
+    """The chassis's in-memory store, with the ledger's contracts and a few readers."""
+
     def __init__(self) -> None:
-        self.streams: dict[str, list[RecordedEvent]] = defaultdict(list)
-        self.position = 0
-
-    def load(self, aggregate: Aggregate[Any], stream: str) -> Loaded[Any]:
-        state = aggregate.initial()
-        for event in self.streams.get(stream, []):
-            state = aggregate.evolve(state, event)
-        return Loaded(state, len(self.streams.get(stream, [])))
-
-    @contextmanager
-    def transaction(self) -> Iterator[_Writer]:
-        writer = _Writer(self)
-        yield writer
-        for stream, events in writer.pending.items():
-            self.streams[stream].extend(events)
-        self.position = writer.position
-
-    def snapshot(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-        return {s: [(e.type, copy.deepcopy(e.data)) for e in es] for s, es in self.streams.items()}
-
-    def events(self, stream: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(e.type, e.data) for e in self.streams.get(stream, [])]
+        super().__init__(contracts=schemas.CONTRACTS)
 
     def project(self, cup: str = CUP) -> Project:
-        return self.load(books.PROJECT, domain.project_stream(cup)).state
+        return self.state(handlers.PROJECT, domain.project_stream(cup))
 
     def commitment(self, commitment_id: str) -> Commitment:
-        return self.load(books.COMMITMENT, domain.commitment_stream(commitment_id)).state
+        return self.state(handlers.COMMITMENT, domain.commitment_stream(commitment_id))
 
     def commitments(self) -> list[Commitment]:
         found = [
@@ -65,49 +37,6 @@ class MemoryStore:
             if stream.startswith("commitment-")
         ]
         return [c for c in found if c.recorded]
-
-
-class _Writer:
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-        self.pending: dict[str, list[RecordedEvent]] = {}
-        self.position = store.position
-
-    def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
-    ) -> AppendResult:
-        current = len(self.store.streams.get(stream, [])) + len(self.pending.get(stream, []))
-        if current != expected_version:
-            raise ConcurrencyError(stream, expected_version, current)
-        recorded = []
-        for offset, new in enumerate(events, start=1):
-            self.position += 1
-            now = dt.datetime(2024, 3, 1, tzinfo=UTC)
-            recorded.append(
-                RecordedEvent(
-                    self.position,
-                    str(uuid.uuid4()),
-                    stream,
-                    current + offset,
-                    new.type,
-                    new.schema_version,
-                    new.data,
-                    None,
-                    None,
-                    None,
-                    now,
-                    now,
-                    "",
-                    "",
-                )  # fmt: skip
-            )
-        self.pending.setdefault(stream, []).extend(recorded)
-        return AppendResult(recorded, duplicate=False)
 
 
 # -- factories ----------------------------------------------------------------------------------
@@ -167,8 +96,8 @@ def a_tranche(
 
 def funded(store: MemoryStore, **lines: str) -> MemoryStore:
     """A programmed project with everything admitted, through the plans."""
-    books.run(store, books.programme(a_programme(**lines)))
-    books.run(store, books.admit(an_admission(**lines)))
+    unit_of_work.run(store, handlers.programme(a_programme(**lines)))
+    unit_of_work.run(store, handlers.admit(an_admission(**lines)))
     return store
 
 

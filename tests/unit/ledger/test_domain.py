@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.ledger import books, domain
+from services.ledger import domain, handlers
 from services.ledger.state import Commitment, Line, Project
+from shared import unit_of_work
 from shared.errors import Conflict, NotFound, RuleViolation
 from tests.unit.ledger.memory import (
     CUP,
@@ -23,11 +24,11 @@ from tests.unit.ledger.memory import (
 )
 
 
-def refused(store: MemoryStore, plan: books.Plan, error: type[Exception] = RuleViolation):
+def refused(store: MemoryStore, plan: unit_of_work.Plan, error: type[Exception] = RuleViolation):
     """Run a plan that must be refused; assert nothing was stored; return the error."""
     before = store.snapshot()
     with pytest.raises(error) as caught:
-        books.run(store, plan)
+        unit_of_work.run(store, plan)
     assert store.snapshot() == before
     return caught.value
 
@@ -37,7 +38,9 @@ def refused(store: MemoryStore, plan: books.Plan, error: type[Exception] = RuleV
 
 def test_a_programme_records_each_line_and_the_total():
     store = MemoryStore()
-    books.run(store, books.programme(a_programme(safeguarding="900.00", labour_policies="100.50")))
+    unit_of_work.run(
+        store, handlers.programme(a_programme(safeguarding="900.00", labour_policies="100.50"))
+    )
     [(type_, data)] = store.events(f"project-{CUP}")
     assert type_ == "project_programmed"
     assert data["programmed"] == "1000.50"
@@ -50,17 +53,17 @@ def test_a_programme_records_each_line_and_the_total():
 
 def test_a_programme_again_is_nothing_new_and_a_different_one_is_a_conflict():
     store = MemoryStore()
-    books.run(store, books.programme(a_programme()))
-    assert books.run(store, books.programme(a_programme())) == []
-    error = refused(store, books.programme(a_programme(safeguarding="5.00")), Conflict)
+    unit_of_work.run(store, handlers.programme(a_programme()))
+    assert unit_of_work.run(store, handlers.programme(a_programme())).events == ()
+    error = refused(store, handlers.programme(a_programme(safeguarding="5.00")), Conflict)
     assert error.details["invariant"] == "project_unique"
 
 
 def test_admitted_may_reach_programmed_on_a_line_but_not_pass_it():
     store = MemoryStore()
-    books.run(store, books.programme(a_programme(safeguarding="1000.00")))
-    books.run(store, books.admit(an_admission("DEC-1", safeguarding="600.00")))
-    error = refused(store, books.admit(an_admission("DEC-2", safeguarding="400.01")))
+    unit_of_work.run(store, handlers.programme(a_programme(safeguarding="1000.00")))
+    unit_of_work.run(store, handlers.admit(an_admission("DEC-1", safeguarding="600.00")))
+    error = refused(store, handlers.admit(an_admission("DEC-2", safeguarding="400.01")))
     assert error.status == 409
     assert error.details == {
         "invariant": "admitted_within_programmed",
@@ -70,24 +73,29 @@ def test_admitted_may_reach_programmed_on_a_line_but_not_pass_it():
         "requested": "400.01",
         "available": "400.00",
     }
-    books.run(store, books.admit(an_admission("DEC-2", safeguarding="400.00")))
+    unit_of_work.run(store, handlers.admit(an_admission("DEC-2", safeguarding="400.00")))
     assert store.project().lines["safeguarding"].admitted == d("1000.00")
 
 
 def test_an_admission_needs_the_project_and_a_programmed_line():
     store = MemoryStore()
-    refused(store, books.admit(an_admission(safeguarding="1.00")), NotFound)
-    books.run(store, books.programme(a_programme(safeguarding="10.00")))
-    error = refused(store, books.admit(an_admission(labour_policies="1.00")))
+    refused(store, handlers.admit(an_admission(safeguarding="1.00")), NotFound)
+    unit_of_work.run(store, handlers.programme(a_programme(safeguarding="10.00")))
+    error = refused(store, handlers.admit(an_admission(labour_policies="1.00")))
     assert error.details["invariant"] == "line_programmed"
 
 
 def test_an_admission_act_is_recorded_once():
     store = MemoryStore()
-    books.run(store, books.programme(a_programme(safeguarding="10.00")))
-    books.run(store, books.admit(an_admission("Dec. 1/2024", safeguarding="4.00")))
-    assert books.run(store, books.admit(an_admission("Dec. 1/2024", safeguarding="4.00"))) == []
-    refused(store, books.admit(an_admission("DEC 1 2024", safeguarding="5.00")), Conflict)
+    unit_of_work.run(store, handlers.programme(a_programme(safeguarding="10.00")))
+    unit_of_work.run(store, handlers.admit(an_admission("Dec. 1/2024", safeguarding="4.00")))
+    assert (
+        unit_of_work.run(
+            store, handlers.admit(an_admission("Dec. 1/2024", safeguarding="4.00"))
+        ).events
+        == ()
+    )
+    refused(store, handlers.admit(an_admission("DEC 1 2024", safeguarding="5.00")), Conflict)
 
 
 # -- commitments --------------------------------------------------------------------------------
@@ -95,7 +103,7 @@ def test_an_admission_act_is_recorded_once():
 
 def test_a_commitment_goes_on_its_stream_and_is_posted_on_the_project_with_running_totals():
     store = funded(MemoryStore(), safeguarding="1000.00")
-    books.run(store, books.record(a_commitment("300.00", reference="Conv. 7/2024")))
+    unit_of_work.run(store, handlers.record(a_commitment("300.00", reference="Conv. 7/2024")))
     [(recorded, data)] = store.events("commitment-convention-conv-7-2024")
     assert recorded == "commitment_recorded"
     assert data["commitment_id"] == "convention-conv-7-2024"
@@ -117,8 +125,8 @@ def test_a_commitment_goes_on_its_stream_and_is_posted_on_the_project_with_runni
 
 def test_legally_binding_may_reach_admitted_but_not_pass_it():
     store = funded(MemoryStore(), safeguarding="1000.00")
-    books.run(store, books.record(a_commitment("999.99", reference="A")))
-    error = refused(store, books.record(a_commitment("0.02", reference="B")))
+    unit_of_work.run(store, handlers.record(a_commitment("999.99", reference="A")))
+    error = refused(store, handlers.record(a_commitment("0.02", reference="B")))
     assert error.details == {
         "invariant": "legally_binding_within_admitted",
         "budget_line": "safeguarding",
@@ -128,32 +136,32 @@ def test_legally_binding_may_reach_admitted_but_not_pass_it():
         "available": "0.01",
     }
     assert "above the 1000.00 admitted" in error.message
-    books.run(store, books.record(a_commitment("0.01", reference="B")))
+    unit_of_work.run(store, handlers.record(a_commitment("0.01", reference="B")))
     assert store.project().lines["safeguarding"].legally_binding == d("1000.00")
 
 
 def test_room_is_per_line_not_borrowed_from_another():
     store = funded(MemoryStore(), safeguarding="100.00", labour_policies="900.00")
-    error = refused(store, books.record(a_commitment("100.01", line="safeguarding")))
+    error = refused(store, handlers.record(a_commitment("100.01", line="safeguarding")))
     assert error.details["available"] == "100.00"
 
 
 def test_only_admitted_money_can_be_committed():
     store = MemoryStore()
-    books.run(store, books.programme(a_programme(safeguarding="1000.00")))
-    error = refused(store, books.record(a_commitment("0.01")))
+    unit_of_work.run(store, handlers.programme(a_programme(safeguarding="1000.00")))
+    error = refused(store, handlers.record(a_commitment("0.01")))
     assert error.details["invariant"] == "legally_binding_within_admitted"
 
 
 def test_a_commitment_again_is_nothing_new_and_other_figures_are_a_conflict():
     store = funded(MemoryStore(), safeguarding="1000.00")
-    books.run(store, books.record(a_commitment("10.00")))
-    assert books.run(store, books.record(a_commitment("10.00"))) == []
-    refused(store, books.record(a_commitment("11.00")), Conflict)
+    unit_of_work.run(store, handlers.record(a_commitment("10.00")))
+    assert unit_of_work.run(store, handlers.record(a_commitment("10.00"))).events == ()
+    refused(store, handlers.record(a_commitment("11.00")), Conflict)
 
 
 def test_a_commitment_needs_its_project():
-    refused(MemoryStore(), books.record(a_commitment("1.00")), NotFound)
+    refused(MemoryStore(), handlers.record(a_commitment("1.00")), NotFound)
 
 
 # -- reductions and payments --------------------------------------------------------------------
@@ -161,15 +169,15 @@ def test_a_commitment_needs_its_project():
 
 def committed(amount: str = "1000.00", paid: str | None = None) -> MemoryStore:
     store = funded(MemoryStore(), safeguarding="5000.00")
-    books.run(store, books.record(a_commitment(amount, reference="C")))
+    unit_of_work.run(store, handlers.record(a_commitment(amount, reference="C")))
     if paid:
-        books.run(store, books.disburse(a_payment("convention-c", paid)))
+        unit_of_work.run(store, handlers.disburse(a_payment("convention-c", paid)))
     return store
 
 
 def test_a_payment_may_take_all_that_is_left_and_not_a_cent_more():
     store = committed("1000.00", paid="600.00")
-    error = refused(store, books.disburse(a_payment("convention-c", "400.01", claim="DR-2")))
+    error = refused(store, handlers.disburse(a_payment("convention-c", "400.01", claim="DR-2")))
     assert error.details == {
         "invariant": "payment_within_commitment",
         "commitment_id": "convention-c",
@@ -178,32 +186,37 @@ def test_a_payment_may_take_all_that_is_left_and_not_a_cent_more():
         "requested": "400.01",
         "remaining": "400.00",
     }
-    books.run(store, books.disburse(a_payment("convention-c", "400.00", claim="DR-2")))
+    unit_of_work.run(store, handlers.disburse(a_payment("convention-c", "400.00", claim="DR-2")))
     assert store.commitment("convention-c").remaining == d("0.00")
     assert store.project().lines["safeguarding"].disbursed == d("1000.00")
 
 
 def test_a_payment_references_a_recorded_commitment():
     store = committed()
-    error = refused(store, books.disburse(a_payment("contract-nope", "1.00")), NotFound)
+    error = refused(store, handlers.disburse(a_payment("contract-nope", "1.00")), NotFound)
     assert error.details["invariant"] == "references_commitment"
 
 
 def test_a_claim_is_paid_once():
     store = committed()
-    books.run(store, books.disburse(a_payment("convention-c", "10.00", claim="DR 1")))
-    assert books.run(store, books.disburse(a_payment("convention-c", "10.00", claim="DR 1"))) == []
-    refused(store, books.disburse(a_payment("convention-c", "11.00", claim="DR-1")), Conflict)
+    unit_of_work.run(store, handlers.disburse(a_payment("convention-c", "10.00", claim="DR 1")))
+    assert (
+        unit_of_work.run(
+            store, handlers.disburse(a_payment("convention-c", "10.00", claim="DR 1"))
+        ).events
+        == ()
+    )
+    refused(store, handlers.disburse(a_payment("convention-c", "11.00", claim="DR-1")), Conflict)
     assert store.commitment("convention-c").paid == d("10.00")
 
 
 def test_a_reduction_never_takes_a_commitment_below_what_was_paid():
     store = committed("1000.00", paid="600.00")
-    error = refused(store, books.reduce(a_reduction("convention-c", "400.01")))
+    error = refused(store, handlers.reduce(a_reduction("convention-c", "400.01")))
     assert error.details["invariant"] == "reduction_not_below_paid"
     assert error.details["paid"] == "600.00"
     assert "below the 600.00 already paid" in error.message
-    books.run(store, books.reduce(a_reduction("convention-c", "400.00")))
+    unit_of_work.run(store, handlers.reduce(a_reduction("convention-c", "400.00")))
     commitment = store.commitment("convention-c")
     assert (commitment.original_amount, commitment.amount, commitment.remaining) == (
         d("1000.00"),
@@ -216,19 +229,21 @@ def test_a_reduction_never_takes_a_commitment_below_what_was_paid():
 
 def test_a_reduction_frees_room_on_its_line():
     store = funded(MemoryStore(), safeguarding="1000.00")
-    books.run(store, books.record(a_commitment("1000.00", reference="C")))
-    refused(store, books.record(a_commitment("250.00", reference="D")))
-    books.run(store, books.reduce(a_reduction("convention-c", "250.00")))
-    books.run(store, books.record(a_commitment("250.00", reference="D")))
+    unit_of_work.run(store, handlers.record(a_commitment("1000.00", reference="C")))
+    refused(store, handlers.record(a_commitment("250.00", reference="D")))
+    unit_of_work.run(store, handlers.reduce(a_reduction("convention-c", "250.00")))
+    unit_of_work.run(store, handlers.record(a_commitment("250.00", reference="D")))
     assert store.project().lines["safeguarding"].legally_binding == d("1000.00")
 
 
 def test_a_reduction_act_is_recorded_once_and_needs_its_commitment():
     store = committed()
-    books.run(store, books.reduce(a_reduction("convention-c", "5.00")))
-    assert books.run(store, books.reduce(a_reduction("convention-c", "5.00"))) == []
-    refused(store, books.reduce(a_reduction("convention-c", "6.00")), Conflict)
-    refused(store, books.reduce(a_reduction("grant-x", "1.00")), NotFound)
+    unit_of_work.run(store, handlers.reduce(a_reduction("convention-c", "5.00")))
+    assert (
+        unit_of_work.run(store, handlers.reduce(a_reduction("convention-c", "5.00"))).events == ()
+    )
+    refused(store, handlers.reduce(a_reduction("convention-c", "6.00")), Conflict)
+    refused(store, handlers.reduce(a_reduction("grant-x", "1.00")), NotFound)
 
 
 # -- the invariants themselves ------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.ledger import books
+from services.ledger import handlers
 from services.ledger.schemas import EVENTS, PUBLIC
+from shared import unit_of_work
 from tests.unit.ledger.memory import CUP, MemoryStore, a_tranche, an_award, d, funded
 
 TODAY = dt.date(2024, 12, 10)
@@ -31,7 +32,7 @@ def answers(store: MemoryStore, award_id: str = "a1") -> list[tuple[str, dict]]:
 
 def test_an_award_with_room_becomes_a_grant_commitment_on_the_contract_stream():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
     [(type_, data)] = answers(store)
     assert type_ == "commitment_recorded"
     assert set(data) == RECORDED_KEYS
@@ -50,8 +51,8 @@ def test_an_award_with_room_becomes_a_grant_commitment_on_the_contract_stream():
 
 def test_an_award_the_line_cannot_hold_is_rejected_with_what_it_had_left():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", "8000.00")))
-    books.run(store, books.award(an_award("a2", "2000.01")))
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.award(an_award("a2", "2000.01")))
     [(type_, data)] = answers(store, "a2")
     assert type_ == "commitment_rejected"
     assert set(data) == REJECTED_KEYS
@@ -65,9 +66,9 @@ def test_an_award_the_line_cannot_hold_is_rejected_with_what_it_had_left():
 
 def test_an_award_for_an_unknown_project_or_line_is_rejected_not_raised():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", cup="X00000000000000")))
-    books.run(store, books.award(an_award("a2", line="safeguarding")))
-    books.run(store, books.award(an_award("a3", line="no_such_line")))
+    unit_of_work.run(store, handlers.award(an_award("a1", cup="X00000000000000")))
+    unit_of_work.run(store, handlers.award(an_award("a2", line="safeguarding")))
+    unit_of_work.run(store, handlers.award(an_award("a3", line="no_such_line")))
     reasons = [answers(store, a)[0][1]["reason"] for a in ("a1", "a2", "a3")]
     assert reasons == ["unknown_project", "unknown_line", "unknown_line"]
     assert all(answers(store, a)[0][1]["available"] == "0.00" for a in ("a1", "a2", "a3"))
@@ -76,9 +77,9 @@ def test_an_award_for_an_unknown_project_or_line_is_rejected_not_raised():
 def test_an_award_seen_again_is_answered_once_whatever_the_answer_was():
     store = funded(MemoryStore(), labour_policies="10000.00")
     for award in (an_award("a1", "8000.00"), an_award("a2", "9000.00")):
-        books.run(store, books.award(award))
+        unit_of_work.run(store, handlers.award(award))
         before = store.snapshot()
-        assert books.run(store, books.award(award)) == []
+        assert unit_of_work.run(store, handlers.award(award)).events == ()
         assert store.snapshot() == before
     assert [t for t, _ in answers(store, "a1")] == ["commitment_recorded"]
     assert [t for t, _ in answers(store, "a2")] == ["commitment_rejected"]
@@ -86,8 +87,8 @@ def test_an_award_seen_again_is_answered_once_whatever_the_answer_was():
 
 def test_a_tranche_within_the_award_is_paid_today_on_the_award_stream():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", "8000.00")))
-    books.run(store, books.tranche(a_tranche("a1", "t1", "4000.00"), TODAY))
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t1", "4000.00"), TODAY))
     type_, data = answers(store)[-1]
     assert type_ == "payment_disbursed"
     assert set(data) == DISBURSED_KEYS
@@ -108,12 +109,12 @@ def test_a_tranche_within_the_award_is_paid_today_on_the_award_stream():
 
 def test_a_tranche_beyond_what_is_left_or_without_a_commitment_is_rejected():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", "8000.00")))
-    books.run(store, books.tranche(a_tranche("a1", "t1", "5000.00"), TODAY))
-    books.run(store, books.tranche(a_tranche("a1", "t2", "3000.01"), TODAY))
-    books.run(store, books.award(an_award("a2", "9000.00")))  # rejected: no room
-    books.run(store, books.tranche(a_tranche("a2", "t3", "1.00"), TODAY))
-    books.run(store, books.tranche(a_tranche("a9", "t4", "1.00"), TODAY))  # never awarded
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t1", "5000.00"), TODAY))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t2", "3000.01"), TODAY))
+    unit_of_work.run(store, handlers.award(an_award("a2", "9000.00")))  # rejected: no room
+    unit_of_work.run(store, handlers.tranche(a_tranche("a2", "t3", "1.00"), TODAY))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a9", "t4", "1.00"), TODAY))  # never awarded
     over = answers(store, "a1")[-1][1]
     assert set(over) == PAYMENT_REJECTED_KEYS
     assert (over["reason"], over["remaining"], over["commitment_id"]) == (
@@ -134,20 +135,20 @@ def test_a_tranche_beyond_what_is_left_or_without_a_commitment_is_rejected():
 
 def test_a_tranche_seen_again_is_answered_once():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
     for request in (a_tranche("a1", "t1", "4000.00"), a_tranche("a1", "t2", "9000.00")):
-        books.run(store, books.tranche(request, TODAY))
-        assert books.run(store, books.tranche(request, TODAY)) == []
+        unit_of_work.run(store, handlers.tranche(request, TODAY))
+        assert unit_of_work.run(store, handlers.tranche(request, TODAY)).events == ()
     types = [t for t, _ in answers(store)]
     assert types == ["commitment_recorded", "payment_disbursed", "payment_rejected"]
 
 
 def test_every_answer_holds_to_its_published_schema():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", "8000.00")))
-    books.run(store, books.award(an_award("a2", "9000.00")))
-    books.run(store, books.tranche(a_tranche("a1", "t1"), TODAY))
-    books.run(store, books.tranche(a_tranche("a1", "t2", "9999.00"), TODAY))
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.award(an_award("a2", "9000.00")))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t1"), TODAY))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t2", "9999.00"), TODAY))
     for events in store.streams.values():
         for event in events:
             _version, schema = EVENTS[event.type]
@@ -156,10 +157,10 @@ def test_every_answer_holds_to_its_published_schema():
 
 def test_the_public_schemas_pass_each_declared_member_as_stored_and_nothing_else():
     store = funded(MemoryStore(), labour_policies="10000.00")
-    books.run(store, books.award(an_award("a1", "8000.00")))
-    books.run(store, books.award(an_award("a2", "9000.00")))
-    books.run(store, books.tranche(a_tranche("a1", "t1"), TODAY))
-    books.run(store, books.tranche(a_tranche("a1", "t2", "9999.00"), TODAY))
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.award(an_award("a2", "9000.00")))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t1"), TODAY))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t2", "9999.00"), TODAY))
     seen = set()
     for events in store.streams.values():
         for event in events:

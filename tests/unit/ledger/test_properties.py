@@ -13,8 +13,9 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ledger import books, domain
+from services.ledger import domain, handlers
 from services.ledger.state import ZERO
+from shared import unit_of_work
 from shared.errors import LavoroError
 from tests.unit.ledger.memory import (
     CUP,
@@ -43,35 +44,35 @@ commands = st.one_of(
 )
 
 
-def _plan(store: MemoryStore, step: tuple) -> books.Plan:
+def _plan(store: MemoryStore, step: tuple) -> unit_of_work.Plan:
     kind = step[0]
     ids = sorted(str(c.commitment_id) for c in store.commitments())
     pick = ids[step[1] % len(ids)] if ids and kind in ("reduce", "pay") else "convention-none"
     if kind == "admit":
         _, line, amount, act = step
-        return books.admit(
+        return handlers.admit(
             domain.AdmitFunding(CUP, f"DEC-{act}", day("2024-03-01"), {line: amount})
         )
     if kind == "commit":
         _, line, kind_, ref, amount = step
         cmd = domain.RecordCommitment(CUP, line, kind_, f"R-{ref}", day("2024-04-01"), amount)
-        return books.record(cmd)
+        return handlers.record(cmd)
     if kind == "reduce":
         _, _, amount, act = step
         cmd = domain.ReduceCommitment(pick, amount, "savings", f"DD-{act}", day("2024-09-01"))
-        return books.reduce(cmd)
+        return handlers.reduce(cmd)
     if kind == "pay":
         _, _, claim, amount = step
-        return books.disburse(
+        return handlers.disburse(
             domain.DisbursePayment(
                 pick, f"CL-{claim}", day("2024-05-01"), day("2024-06-01"), amount
             )
         )
     if kind == "award":
         _, award, line, amount = step
-        return books.award(an_award(f"a{award}", str(amount), line))
+        return handlers.award(an_award(f"a{award}", str(amount), line))
     _, award, tranche, amount = step
-    return books.tranche(
+    return handlers.tranche(
         a_tranche(f"a{award}", f"t{award}-{tranche}", str(amount)), day("2024-12-01")
     )
 
@@ -104,11 +105,11 @@ def test_no_sequence_of_commands_and_events_breaks_the_books(programmed, steps):
         line: str(amount.quantize(Decimal("0.01")))
         for line, amount in zip(LINES, programmed, strict=True)
     }
-    books.run(store, books.programme(a_programme(**amounts)))
+    unit_of_work.run(store, handlers.programme(a_programme(**amounts)))
     for step in steps:
         before = store.snapshot()
         try:
-            books.run(store, _plan(store, step))
+            unit_of_work.run(store, _plan(store, step))
         except LavoroError as refusal:
             assert step[0] not in ("award", "tranche"), f"{step} raised {refusal!r}"
             assert refusal.status in (404, 409)
@@ -121,13 +122,13 @@ def test_no_sequence_of_commands_and_events_breaks_the_books(programmed, steps):
 def test_replaying_every_step_again_changes_nothing(steps):
     """Each command and event a second time (a client retry, a redelivery): nothing new."""
     store = MemoryStore()
-    books.run(store, books.programme(a_programme(**dict.fromkeys(LINES, "5000.00"))))
+    unit_of_work.run(store, handlers.programme(a_programme(**dict.fromkeys(LINES, "5000.00"))))
     for step in steps:
         plan = _plan(store, step)
         try:
-            books.run(store, plan)
+            unit_of_work.run(store, plan)
         except LavoroError:
             continue
         after_first = store.snapshot()
-        assert books.run(store, plan) == []
+        assert unit_of_work.run(store, plan).events == ()
         assert store.snapshot() == after_first
