@@ -58,9 +58,9 @@ from structlog.contextvars import bound_contextvars
 
 from shared import dlq, inbox
 from shared.dependencies import ACTOR_KEY, CAUSATION_KEY, CORRELATION_KEY, EventStore, store_for
-from shared.inbox import IncomingEvent, MalformedEvent
+from shared.records import IncomingEvent, MalformedEvent
 
-__all__ = ["IncomingEvent", "handles", "HandlesEntrypoint", "queue_name", "consumer_stats"]
+__all__ = ["handles", "HandlesEntrypoint", "queue_name", "consumer_stats"]
 
 RETRY_ATTEMPTS_KEY = "LAVORO_RETRY_ATTEMPTS"
 RETRY_BASE_DELAY_KEY = "LAVORO_RETRY_BASE_DELAY"

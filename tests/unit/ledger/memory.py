@@ -18,10 +18,9 @@ from typing import Any
 
 from services.ledger import books, domain
 from services.ledger.state import Commitment, Project
-from shared.aggregates import Aggregate, Loaded
 from shared.clock import UTC
 from shared.errors import ConcurrencyError
-from shared.eventlog import AppendResult, NewEvent, RecordedEvent
+from shared.records import Aggregate, AppendResult, Loaded, NewEvent, RecordedEvent
 
 CUP = "F31D23000140007"
 LINES = ("employment_services", "safeguarding", "labour_policies")
