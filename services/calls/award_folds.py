@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shared.clock import parse_ts
-from shared.eventlog import RecordedEvent
 from shared.projections import Handler
+from shared.records import RecordedEvent
 
 from .tables import (
     alerts,

@@ -25,8 +25,8 @@ from decimal import Decimal
 from sqlalchemy.engine import Connection
 
 from shared.clock import parse_ts
-from shared.eventlog import RecordedEvent
 from shared.projections import Projection
+from shared.records import RecordedEvent
 
 from .award_folds import FOLDS as AWARD_FOLDS
 from .tables import (

@@ -19,9 +19,8 @@ from typing import Any, TypeVar
 
 import structlog
 
-from shared.aggregates import Aggregate
 from shared.errors import ConcurrencyError
-from shared.eventlog import RecordedEvent
+from shared.records import Aggregate, RecordedEvent
 
 from . import domain, flows, schemas
 from .state import Commitment, Project

@@ -17,17 +17,18 @@ from typing import Any, cast
 
 from werkzeug.wrappers import Request, Response
 
-from shared.consumer import IncomingEvent, handles
+from shared.consumer import handles
+from shared.days import end_of_day, office_day
 from shared.dependencies import EventStore, Store
 from shared.errors import NotFound
 from shared.observability import Observable
 from shared.openapi import document, openapi_spec
+from shared.records import IncomingEvent
 from shared.relay import RelayExtension
 from shared.schemas import load_input
 from shared.web import CommandRequest, command, http, json_response, query
 
 from . import api, books, domain, readmodels, reports, schemas
-from .deadlines import end_of_day, office_day
 from .queries import Books, History
 
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ledger import books, domain
-from services.ledger.state import ZERO
 from shared.errors import LavoroError
+from shared.money import ZERO
 from tests.unit.ledger.memory import (
     CUP,
     LINES,
