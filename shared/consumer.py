@@ -21,7 +21,8 @@ class Ledger:
 - A failing event is retried in place with exponential backoff, holding its stream, then parked:
   a `dead_letters` row and a copy in `<service>.dlq`, then the original is acknowledged. Later
   events of that stream are parked behind it until an operator retries or skips it
-  (shared/dlq.py); the service then replays the released events from the table, in order.
+  (shared/dlq.py); the service then replays the released events from the table, in order
+  (shared/redelivery.py).
 
 Container config: `LAVORO_RETRY_ATTEMPTS` (5 tries), `LAVORO_RETRY_BASE_DELAY` (0.5 s, doubled
 each try), `LAVORO_RETRY_MAX_DELAY` (30 s), `LAVORO_PREFETCH_COUNT` (10 × max_workers),
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import sys
 import traceback
 import uuid
@@ -59,6 +59,7 @@ from structlog.contextvars import bound_contextvars
 from shared import dlq, inbox
 from shared.dependencies import ACTOR_KEY, CAUSATION_KEY, CORRELATION_KEY, EventStore, store_for
 from shared.records import IncomingEvent, MalformedEvent
+from shared.redelivery import Redelivery
 
 __all__ = ["handles", "HandlesEntrypoint", "queue_name", "consumer_stats"]
 
@@ -201,13 +202,13 @@ class EventDispatcher(SharedExtension):
         self._live: set[HandlesEntrypoint] = set()
         self._lanes: dict[tuple[str, str], collections.deque[_Item]] = {}
         self._lane_threads: dict[tuple[str, str], Any] = {}
-        self._replays_queued: set[tuple[str, str]] = set()
         self._stopping = False
         self._stopped = False
         self._wake = Event()
         self._store: EventStore | None = None
         self._dead_letters: dlq.DeadLetterOffice | None = None
         self.stats: collections.Counter[str] = collections.Counter()
+        self._redelivery = Redelivery(self)
         super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class EventDispatcher(SharedExtension):
         )
 
     def start(self) -> None:
-        self._office().declare()
+        self.office().declare()
         self.container.spawn_managed_thread(self._poll_releases, identifier="dlq replay poller")
 
     def stop(self) -> None:
@@ -282,9 +283,12 @@ class EventDispatcher(SharedExtension):
         assert self._store is not None
         return self._store.engine()
 
-    def _office(self) -> dlq.DeadLetterOffice:
+    def office(self) -> dlq.DeadLetterOffice:
         assert self._dead_letters is not None
         return self._dead_letters
+
+    def route(self, source: str, type_: str) -> HandlesEntrypoint | None:
+        return self._sources[source].routes.get(type_)
 
     # -- arrival: synchronous, in the consuming greenthread ------------------------------------
 
@@ -310,6 +314,16 @@ class EventDispatcher(SharedExtension):
                 partial(self._run_lane, key), identifier=f"lane {key[0]}/{key[1]}"
             )
 
+    def enqueue_replay(self, source: str, stream: str) -> None:
+        self._enqueue(_Item(source, stream, replay=True))
+
+    def _poll_releases(self) -> None:
+        """Replay released events of streams that get no new event to trigger it."""
+        try:
+            self._redelivery.poll(self._sources, self._config(REPLAY_POLL_KEY, DEFAULT_REPLAY_POLL))
+        except _Stopping:
+            return
+
     # -- one lane per stream -------------------------------------------------------------------
 
     def _run_lane(self, key: tuple[str, str]) -> None:
@@ -330,14 +344,13 @@ class EventDispatcher(SharedExtension):
 
     def _process(self, item: _Item) -> None:
         if item.replay:
-            self._replays_queued.discard((item.source, item.stream))
-            self._replay(item.source, item.stream)
+            self._redelivery.replay_queued(item.source, item.stream)
             return
         if item.event is None:
             self._park_new(item, f"malformed: {item.malformed}", attempts=0, counter="malformed")
             return
         event = item.event
-        route = self._sources[event.source].routes.get(event.type)
+        route = self.route(event.source, event.type)
         if route is None:
             # A binding left from an older version of this service: nothing here handles it.
             _log.warning("event has no handler here; acknowledged unhandled")
@@ -345,7 +358,7 @@ class EventDispatcher(SharedExtension):
             self._ack(item)
             return
         while True:
-            standing = self._steadily("reading the inbox", partial(self._standing, event))
+            standing = self.steadily("reading the inbox", partial(self._standing, event))
             if standing.handled or standing.dead_letter in (dlq.PARKED, dlq.SKIPPED):
                 _log.info("event seen before; acknowledged", seen=standing.dead_letter or "handled")
                 self.stats["duplicate"] += 1
@@ -357,7 +370,8 @@ class EventDispatcher(SharedExtension):
                 return
             if not standing.released:
                 break
-            self._replay(event.source, event.stream)  # released events go first, then look again
+            # Released events of the stream go first; then look again.
+            self._redelivery.replay(event.source, event.stream)
         if standing.blocker is not None:
             head = standing.blocker
             self._park_new(item, dlq.behind_error(head), attempts=0, counter="parked_behind")
@@ -369,7 +383,7 @@ class EventDispatcher(SharedExtension):
             error = f"out of order: position {event.position} after {last} of this stream"
             self._park_new(item, error, attempts=0, counter="parked")
             return
-        outcome, attempts = self._attempts(route, event)
+        outcome, attempts = self.attempts(route, event)
         if outcome.status == "failed":
             assert outcome.error is not None
             self._park_new(item, outcome.error, attempts=attempts, counter="parked")
@@ -382,7 +396,7 @@ class EventDispatcher(SharedExtension):
 
     # -- handling, with retries in place -------------------------------------------------------
 
-    def _attempts(
+    def attempts(
         self, route: HandlesEntrypoint, event: IncomingEvent, letter: dlq.DeadLetter | None = None
     ) -> tuple[_Outcome, int]:
         tries = int(self._config(RETRY_ATTEMPTS_KEY, DEFAULT_RETRY_ATTEMPTS))
@@ -408,7 +422,7 @@ class EventDispatcher(SharedExtension):
                     delay=delay,
                     error=_first_line(outcome.error),
                 )
-                self._pause(delay)
+                self.pause(delay)
         return outcome, max(tries, 1)
 
     def _run_worker(
@@ -419,7 +433,7 @@ class EventDispatcher(SharedExtension):
         done: Event = Event()
 
         def commit_with(conn: Connection) -> bool:
-            now = self._office().clock.now()
+            now = self.office().clock.now()
             if not inbox.record(conn, event, now):
                 return False
             if letter is not None:
@@ -458,12 +472,12 @@ class EventDispatcher(SharedExtension):
             raise _Stopping() from exc
         return done.wait()
 
-    def _pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> None:
         self._wake.wait(seconds)
         if self._stopping:
             raise _Stopping()
 
-    def _steadily(self, what: str, step: Callable[[], T]) -> T:
+    def steadily(self, what: str, step: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
@@ -471,7 +485,7 @@ class EventDispatcher(SharedExtension):
             except _TRANSIENT as exc:
                 attempt += 1
                 _log.error(f"{what} failed; trying again", attempt=attempt, error=str(exc))
-                self._pause(min(0.1 * 2 ** min(attempt, 8), 30.0))
+                self.pause(min(0.1 * 2 ** min(attempt, 8), 30.0))
 
     def _ack(self, item: _Item) -> None:
         if item.message is not None:
@@ -482,70 +496,14 @@ class EventDispatcher(SharedExtension):
     def _park_new(self, item: _Item, error: str, *, attempts: int, counter: str) -> None:
         parcel = _parcel(item)
         # The table first: it is what holds the stream. Then the copy for people and alerts.
-        self._steadily("parking", partial(self._office().park, parcel, error, attempts))
-        self._steadily(
+        self.steadily("parking", partial(self.office().park, parcel, error, attempts))
+        self.steadily(
             "publishing to the dead-letter queue",
-            partial(self._office().publish, parcel, error, attempts),
+            partial(self.office().publish, parcel, error, attempts),
         )
         self.stats[counter] += 1
         _log.error("event parked", error=_first_line(error), attempts=attempts)
         self._ack(item)
-
-    # -- replaying what an operator released ---------------------------------------------------
-
-    def _replay(self, source: str, stream: str) -> None:
-        office = self._office()
-        for letter in self._steadily(
-            "reading released events", partial(office.released, source, stream)
-        ):
-            with bound_contextvars(event_id=letter.event_id, position=letter.position, replay=True):
-                if not self._replay_one(source, letter):
-                    return
-
-    def _replay_one(self, source: str, letter: dlq.DeadLetter) -> bool:
-        """Handle one released event; False if it was parked again (the rest wait behind it)."""
-        try:
-            event = IncomingEvent.from_body(source, json.loads(letter.body))
-        except (MalformedEvent, ValueError) as exc:
-            return self._repark(letter, f"malformed: {exc}", 0)
-        route = self._sources[source].routes.get(event.type)
-        if route is None:
-            return self._repark(letter, f"no handler for {event.type} here", 0)
-        outcome, attempts = self._attempts(route, event, letter)
-        if outcome.status == "failed":
-            return self._repark(letter, outcome.error or "", attempts)
-        if outcome.status == "duplicate":
-            self._steadily("resolving a dead letter", partial(self._office().resolve, letter))
-        self.stats["replayed"] += 1
-        return True
-
-    def _repark(self, letter: dlq.DeadLetter, error: str, attempts: int) -> bool:
-        office = self._office()
-        behind = self._steadily("parking again", partial(office.repark, letter, error, attempts))
-        total = letter.attempts + attempts
-        self._steadily(
-            "publishing to the dead-letter queue",
-            partial(office.publish, dlq.Parcel.of(letter), error, total),
-        )
-        self.stats["parked"] += 1
-        _log.error(
-            "released event failed again; parked", error=_first_line(error), behind=len(behind)
-        )
-        return False
-
-    def _poll_releases(self) -> None:
-        """Replay released events of streams that get no new event to trigger it."""
-        interval = self._config(REPLAY_POLL_KEY, DEFAULT_REPLAY_POLL)
-        find = partial(self._office().streams_released, self._sources)
-        try:
-            while True:
-                self._pause(interval)
-                for key in self._steadily("looking for released events", find):
-                    if key not in self._replays_queued:
-                        self._replays_queued.add(key)
-                        self._enqueue(_Item(key[0], key[1], replay=True))
-        except _Stopping:
-            return
 
 
 class HandlesEntrypoint(Entrypoint):
