@@ -9,9 +9,8 @@ class Ledger:
     def on_call_event(self, event: IncomingEvent) -> None: ...
 ```
 
-- One durable quorum queue per (this service, source service), `<service>.from.<source>`, with
-  single active consumer, bound to `<source>.events` once per event type handled. Nameko's own
-  `@event_handler` makes one queue per type, which lets two types of one stream race.
+- One durable quorum queue per (this service, source service), `<service>.from.<source>`, bound
+  to `<source>.events` once per event type handled (shared/queues.py).
 - Inside the process, events of one source stream run one after another, in arrival order (one
   lane, a greenthread, per stream); different streams run in parallel, up to `max_workers`.
 - A handler's writes through the EventStore and the event's `inbox` row commit in one transaction
@@ -46,18 +45,16 @@ import kombu.exceptions
 import sqlalchemy as sa
 import structlog
 from eventlet.event import Event
-from kombu import Queue, binding
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, SharedExtension
-from nameko.messaging import QueueConsumer
-from nameko.standalone.events import get_event_exchange
 from sqlalchemy.engine import Connection
 from structlog.contextvars import bound_contextvars
 
 from shared import dlq, inbox
 from shared.dependencies import ACTOR_KEY, CAUSATION_KEY, CORRELATION_KEY, EventStore, store_for
+from shared.queues import EventQueueConsumer, SourceQueue, queue_name
 from shared.records import IncomingEvent, MalformedEvent
 from shared.redelivery import Redelivery
 
@@ -66,7 +63,6 @@ __all__ = ["handles", "HandlesEntrypoint", "queue_name", "consumer_stats"]
 RETRY_ATTEMPTS_KEY = "LAVORO_RETRY_ATTEMPTS"
 RETRY_BASE_DELAY_KEY = "LAVORO_RETRY_BASE_DELAY"
 RETRY_MAX_DELAY_KEY = "LAVORO_RETRY_MAX_DELAY"
-PREFETCH_KEY = "LAVORO_PREFETCH_COUNT"
 REPLAY_POLL_KEY = "LAVORO_REPLAY_POLL_INTERVAL"
 DEFAULT_RETRY_ATTEMPTS = 5
 DEFAULT_RETRY_BASE_DELAY = 0.5
@@ -85,10 +81,6 @@ _TRANSIENT = (
 )
 _log = structlog.get_logger("lavoro.consumer")
 T = TypeVar("T")
-
-
-def queue_name(service: str, source: str) -> str:
-    return f"{service}.from.{source}"
 
 
 class _Stopping(Exception):
@@ -112,93 +104,13 @@ class _Outcome:
     error: str | None = None
 
 
-class _EventQueueConsumer(QueueConsumer):
-    """Nameko's QueueConsumer (connection, reconnection, graceful stop), with two changes: a message
-    is handed over synchronously in the consuming greenthread, so that it joins its stream's lane
-    in arrival order (nameko spawns a greenthread per message, whose start order is the hub's); and
-    a body that cannot be decoded is parked instead of crashing the consumer."""
-
-    @property
-    def prefetch_count(self) -> int:
-        # Events waiting for their stream's turn are unacknowledged too: leave room for other
-        # streams beyond the workers that run at once.
-        return int(self.container.config.get(PREFETCH_KEY) or self.container.max_workers * 10)
-
-    @property
-    def connection(self) -> Any:
-        # Named, so that operators (and tests) can find it in `rabbitmqctl list_connections`.
-        conn = super().connection
-        options = dict(conn.transport_options or {})
-        properties = dict(options.get("client_properties") or {})
-        properties.setdefault("connection_name", f"lavoro-consumer-{self.container.service_name}")
-        options["client_properties"] = properties
-        conn.transport_options = options
-        return conn
-
-    def handle_message(self, provider: Any, body: Any, message: Any) -> None:
-        provider.handle_message(body, message)
-
-    def consume(self, *args: Any, **kwargs: Any) -> Any:
-        # The loop looks at stop requests between waits for the broker: every 0.1 s instead of
-        # kombu's 1 s, so that a stopping container lets go of its queues promptly.
-        kwargs.setdefault("safety_interval", 0.1)
-        return super().consume(*args, **kwargs)
-
-    def get_consumers(self, consumer_cls: Any, channel: Any) -> Any:
-        for provider in self._providers:
-            consumer = consumer_cls(
-                queues=[provider.queue],
-                callbacks=[partial(self.handle_message, provider)],
-                accept=self.accept,
-                on_decode_error=provider.handle_undecodable,
-            )
-            consumer.qos(prefetch_count=self.prefetch_count)
-            self._consumers[provider] = consumer
-        return self._consumers.values()
-
-
-class _SourceQueue:
-    """One source's queue, registered with the queue consumer; routes by event type."""
-
-    def __init__(self, dispatcher: EventDispatcher, source: str) -> None:
-        self.dispatcher = dispatcher
-        self.source = source
-        self.routes: dict[str, HandlesEntrypoint] = {}
-
-    @property
-    def queue(self) -> Queue:
-        container = self.dispatcher.container
-        exchange = get_event_exchange(self.source, container.config)
-        return Queue(
-            queue_name(container.service_name, self.source),
-            bindings=[binding(exchange, routing_key=type_) for type_ in sorted(self.routes)],
-            durable=True,
-            auto_delete=False,
-            queue_arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
-        )
-
-    def handle_message(self, body: Any, message: Any) -> None:
-        self.dispatcher.receive(self.source, body, message)
-
-    def handle_undecodable(self, message: Any, exc: Exception) -> None:
-        raw = (
-            message.body.decode("utf-8", "replace")
-            if isinstance(message.body, bytes)
-            else message.body
-        )
-        self.dispatcher.receive(self.source, raw, message, malformed=f"undecodable body: {exc}")
-
-    def __repr__(self) -> str:
-        return f"<_SourceQueue {self.source} {sorted(self.routes)}>"
-
-
 class EventDispatcher(SharedExtension):
     """One per container: owns the source queues, the per-stream lanes, retries and parking."""
 
-    queue_consumer = _EventQueueConsumer()
+    queue_consumer = EventQueueConsumer()
 
     def __init__(self) -> None:
-        self._sources: dict[str, _SourceQueue] = {}
+        self._sources: dict[str, SourceQueue] = {}
         self._live: set[HandlesEntrypoint] = set()
         self._lanes: dict[tuple[str, str], collections.deque[_Item]] = {}
         self._lane_threads: dict[tuple[str, str], Any] = {}
@@ -216,7 +128,7 @@ class EventDispatcher(SharedExtension):
     def register(self, entrypoint: HandlesEntrypoint) -> None:
         source = self._sources.get(entrypoint.source)
         if source is None:
-            source = self._sources[entrypoint.source] = _SourceQueue(self, entrypoint.source)
+            source = self._sources[entrypoint.source] = SourceQueue(self, entrypoint.source)
             self.queue_consumer.register_provider(source)
         for type_ in entrypoint.types:
             other = source.routes.get(type_)
