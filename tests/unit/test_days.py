@@ -1,5 +1,5 @@
-"""Bologna's days as UTC instants (shared/days.py): the ends of a day across summer time, the office's
-day at an instant, a window of whole days, a stored date."""
+"""Bologna's days as UTC instants (shared/days.py): the ends of a day across summer time, the
+office's day at an instant, a window of whole days, a stored date."""
 
 from __future__ import annotations
 
