@@ -13,7 +13,8 @@ from sqlalchemy.engine import make_url
 
 from bench.common import PG_URL, drop_schema, emit, figure, fresh_schema, timed
 from shared.db import make_engine, migrate, normalise_url
-from shared.eventlog import EventLog, NewEvent
+from shared.eventlog import EventLog
+from shared.records import NewEvent
 
 ONE = int(os.environ.get("BENCH_APPEND_ONE", "2000"))
 BATCHES = int(os.environ.get("BENCH_APPEND_BATCHES", "100"))

@@ -26,9 +26,9 @@ from marshmallow import fields  # noqa: E402
 from nameko.containers import ServiceContainer  # noqa: E402
 
 from bench.common import AMQP_URI  # noqa: E402
-from shared.consumer import IncomingEvent, handles  # noqa: E402
+from shared.consumer import handles  # noqa: E402
 from shared.dependencies import EventStore  # noqa: E402
-from shared.eventlog import NewEvent  # noqa: E402
+from shared.records import IncomingEvent, NewEvent  # noqa: E402
 from shared.relay import RelayExtension  # noqa: E402
 from shared.schemas import Money, Schema  # noqa: E402
 from shared.web import bound_port, command, json_response  # noqa: E402

@@ -16,7 +16,8 @@ import structlog
 from bench.common import AMQP_URI, emit, figure, timed
 from shared.canonical import canonical
 from shared.db import make_engine, migrate
-from shared.eventlog import EventLog, NewEvent
+from shared.eventlog import EventLog
+from shared.records import NewEvent
 from shared.relay import Relay
 
 EVENTS = int(os.environ.get("BENCH_RELAY_EVENTS", "20000"))

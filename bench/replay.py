@@ -9,7 +9,8 @@ from pathlib import Path
 
 from bench.common import PG_URL, drop_schema, emit, figure, fresh_schema, timed
 from shared.db import make_engine, migrate
-from shared.eventlog import EventLog, NewEvent, Upcasters
+from shared.eventlog import EventLog, Upcasters
+from shared.records import NewEvent
 
 EVENTS = int(os.environ.get("BENCH_REPLAY_EVENTS", "100000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

@@ -1,43 +1,25 @@
 """Loading an aggregate's state from its stream, with optional snapshots every N versions.
 
-A service describes an aggregate once (`Aggregate`: initial state, `evolve`, and for snapshots a
-way to turn its state into JSON and back); `load` folds the stream, starting from the newest
-snapshot when there is one, so a long stream loads fast. A snapshot is only a cache: it carries
-the aggregate's `snapshot_tag`, and one taken with another tag (evolve changed) is ignored.
+A service describes an aggregate once (`shared.records.Aggregate`: initial state, `evolve`, and
+for snapshots a way to turn its state into JSON and back); `load` folds the stream, starting from
+the newest snapshot when there is one, so a long stream loads fast. A snapshot is only a cache: it
+carries the aggregate's `snapshot_tag`, and one taken with another tag (evolve changed) is ignored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 
 from shared import tables as t
 from shared.canonical import canonical
 from shared.db import write_transaction
-from shared.eventlog import EventLog, RecordedEvent
+from shared.eventlog import EventLog
+from shared.records import Aggregate, Loaded
 
 S = TypeVar("S")
-
-
-@dataclasses.dataclass(frozen=True)
-class Aggregate(Generic[S]):
-    name: str
-    initial: Callable[[], S]
-    evolve: Callable[[S, RecordedEvent], S]
-    snapshot_every: int | None = None
-    to_json: Callable[[S], Any] | None = None
-    from_json: Callable[[Any], S] | None = None
-    snapshot_tag: str = "1"
-
-
-@dataclasses.dataclass(frozen=True)
-class Loaded(Generic[S]):
-    state: S
-    version: int
 
 
 def load(log: EventLog, aggregate: Aggregate[S], stream: str) -> Loaded[S]:

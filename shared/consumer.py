@@ -9,9 +9,8 @@ class Ledger:
     def on_call_event(self, event: IncomingEvent) -> None: ...
 ```
 
-- One durable quorum queue per (this service, source service), `<service>.from.<source>`, with
-  single active consumer, bound to `<source>.events` once per event type handled. Nameko's own
-  `@event_handler` makes one queue per type, which lets two types of one stream race.
+- One durable quorum queue per (this service, source service), `<service>.from.<source>`, bound
+  to `<source>.events` once per event type handled (shared/queues.py).
 - Inside the process, events of one source stream run one after another, in arrival order (one
   lane, a greenthread, per stream); different streams run in parallel, up to `max_workers`.
 - A handler's writes through the EventStore and the event's `inbox` row commit in one transaction
@@ -21,7 +20,8 @@ class Ledger:
 - A failing event is retried in place with exponential backoff, holding its stream, then parked:
   a `dead_letters` row and a copy in `<service>.dlq`, then the original is acknowledged. Later
   events of that stream are parked behind it until an operator retries or skips it
-  (shared/dlq.py); the service then replays the released events from the table, in order.
+  (shared/dlq.py); the service then replays the released events from the table, in order
+  (shared/redelivery.py).
 
 Container config: `LAVORO_RETRY_ATTEMPTS` (5 tries), `LAVORO_RETRY_BASE_DELAY` (0.5 s, doubled
 each try), `LAVORO_RETRY_MAX_DELAY` (30 s), `LAVORO_PREFETCH_COUNT` (10 × max_workers),
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import sys
 import traceback
 import uuid
@@ -46,26 +45,25 @@ import kombu.exceptions
 import sqlalchemy as sa
 import structlog
 from eventlet.event import Event
-from kombu import Queue, binding
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, SharedExtension
-from nameko.messaging import QueueConsumer
-from nameko.standalone.events import get_event_exchange
 from sqlalchemy.engine import Connection
 from structlog.contextvars import bound_contextvars
 
 from shared import dlq, inbox
+from shared.contracts import BrokenContract
 from shared.dependencies import ACTOR_KEY, CAUSATION_KEY, CORRELATION_KEY, EventStore, store_for
-from shared.inbox import IncomingEvent, MalformedEvent
+from shared.queues import EventQueueConsumer, SourceQueue, queue_name
+from shared.records import IncomingEvent, MalformedEvent
+from shared.redelivery import Redelivery
 
-__all__ = ["IncomingEvent", "handles", "HandlesEntrypoint", "queue_name", "consumer_stats"]
+__all__ = ["handles", "HandlesEntrypoint", "queue_name", "consumer_stats"]
 
 RETRY_ATTEMPTS_KEY = "LAVORO_RETRY_ATTEMPTS"
 RETRY_BASE_DELAY_KEY = "LAVORO_RETRY_BASE_DELAY"
 RETRY_MAX_DELAY_KEY = "LAVORO_RETRY_MAX_DELAY"
-PREFETCH_KEY = "LAVORO_PREFETCH_COUNT"
 REPLAY_POLL_KEY = "LAVORO_REPLAY_POLL_INTERVAL"
 DEFAULT_RETRY_ATTEMPTS = 5
 DEFAULT_RETRY_BASE_DELAY = 0.5
@@ -84,10 +82,6 @@ _TRANSIENT = (
 )
 _log = structlog.get_logger("lavoro.consumer")
 T = TypeVar("T")
-
-
-def queue_name(service: str, source: str) -> str:
-    return f"{service}.from.{source}"
 
 
 class _Stopping(Exception):
@@ -111,103 +105,23 @@ class _Outcome:
     error: str | None = None
 
 
-class _EventQueueConsumer(QueueConsumer):
-    """Nameko's QueueConsumer (connection, reconnection, graceful stop), with two changes: a message
-    is handed over synchronously in the consuming greenthread, so that it joins its stream's lane
-    in arrival order (nameko spawns a greenthread per message, whose start order is the hub's); and
-    a body that cannot be decoded is parked instead of crashing the consumer."""
-
-    @property
-    def prefetch_count(self) -> int:
-        # Events waiting for their stream's turn are unacknowledged too: leave room for other
-        # streams beyond the workers that run at once.
-        return int(self.container.config.get(PREFETCH_KEY) or self.container.max_workers * 10)
-
-    @property
-    def connection(self) -> Any:
-        # Named, so that operators (and tests) can find it in `rabbitmqctl list_connections`.
-        conn = super().connection
-        options = dict(conn.transport_options or {})
-        properties = dict(options.get("client_properties") or {})
-        properties.setdefault("connection_name", f"lavoro-consumer-{self.container.service_name}")
-        options["client_properties"] = properties
-        conn.transport_options = options
-        return conn
-
-    def handle_message(self, provider: Any, body: Any, message: Any) -> None:
-        provider.handle_message(body, message)
-
-    def consume(self, *args: Any, **kwargs: Any) -> Any:
-        # The loop looks at stop requests between waits for the broker: every 0.1 s instead of
-        # kombu's 1 s, so that a stopping container lets go of its queues promptly.
-        kwargs.setdefault("safety_interval", 0.1)
-        return super().consume(*args, **kwargs)
-
-    def get_consumers(self, consumer_cls: Any, channel: Any) -> Any:
-        for provider in self._providers:
-            consumer = consumer_cls(
-                queues=[provider.queue],
-                callbacks=[partial(self.handle_message, provider)],
-                accept=self.accept,
-                on_decode_error=provider.handle_undecodable,
-            )
-            consumer.qos(prefetch_count=self.prefetch_count)
-            self._consumers[provider] = consumer
-        return self._consumers.values()
-
-
-class _SourceQueue:
-    """One source's queue, registered with the queue consumer; routes by event type."""
-
-    def __init__(self, dispatcher: EventDispatcher, source: str) -> None:
-        self.dispatcher = dispatcher
-        self.source = source
-        self.routes: dict[str, HandlesEntrypoint] = {}
-
-    @property
-    def queue(self) -> Queue:
-        container = self.dispatcher.container
-        exchange = get_event_exchange(self.source, container.config)
-        return Queue(
-            queue_name(container.service_name, self.source),
-            bindings=[binding(exchange, routing_key=type_) for type_ in sorted(self.routes)],
-            durable=True,
-            auto_delete=False,
-            queue_arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
-        )
-
-    def handle_message(self, body: Any, message: Any) -> None:
-        self.dispatcher.receive(self.source, body, message)
-
-    def handle_undecodable(self, message: Any, exc: Exception) -> None:
-        raw = (
-            message.body.decode("utf-8", "replace")
-            if isinstance(message.body, bytes)
-            else message.body
-        )
-        self.dispatcher.receive(self.source, raw, message, malformed=f"undecodable body: {exc}")
-
-    def __repr__(self) -> str:
-        return f"<_SourceQueue {self.source} {sorted(self.routes)}>"
-
-
 class EventDispatcher(SharedExtension):
     """One per container: owns the source queues, the per-stream lanes, retries and parking."""
 
-    queue_consumer = _EventQueueConsumer()
+    queue_consumer = EventQueueConsumer()
 
     def __init__(self) -> None:
-        self._sources: dict[str, _SourceQueue] = {}
+        self._sources: dict[str, SourceQueue] = {}
         self._live: set[HandlesEntrypoint] = set()
         self._lanes: dict[tuple[str, str], collections.deque[_Item]] = {}
         self._lane_threads: dict[tuple[str, str], Any] = {}
-        self._replays_queued: set[tuple[str, str]] = set()
         self._stopping = False
         self._stopped = False
         self._wake = Event()
         self._store: EventStore | None = None
         self._dead_letters: dlq.DeadLetterOffice | None = None
         self.stats: collections.Counter[str] = collections.Counter()
+        self._redelivery = Redelivery(self)
         super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -215,7 +129,7 @@ class EventDispatcher(SharedExtension):
     def register(self, entrypoint: HandlesEntrypoint) -> None:
         source = self._sources.get(entrypoint.source)
         if source is None:
-            source = self._sources[entrypoint.source] = _SourceQueue(self, entrypoint.source)
+            source = self._sources[entrypoint.source] = SourceQueue(self, entrypoint.source)
             self.queue_consumer.register_provider(source)
         for type_ in entrypoint.types:
             other = source.routes.get(type_)
@@ -245,7 +159,7 @@ class EventDispatcher(SharedExtension):
         )
 
     def start(self) -> None:
-        self._office().declare()
+        self.office().declare()
         self.container.spawn_managed_thread(self._poll_releases, identifier="dlq replay poller")
 
     def stop(self) -> None:
@@ -282,9 +196,12 @@ class EventDispatcher(SharedExtension):
         assert self._store is not None
         return self._store.engine()
 
-    def _office(self) -> dlq.DeadLetterOffice:
+    def office(self) -> dlq.DeadLetterOffice:
         assert self._dead_letters is not None
         return self._dead_letters
+
+    def route(self, source: str, type_: str) -> HandlesEntrypoint | None:
+        return self._sources[source].routes.get(type_)
 
     # -- arrival: synchronous, in the consuming greenthread ------------------------------------
 
@@ -310,6 +227,16 @@ class EventDispatcher(SharedExtension):
                 partial(self._run_lane, key), identifier=f"lane {key[0]}/{key[1]}"
             )
 
+    def enqueue_replay(self, source: str, stream: str) -> None:
+        self._enqueue(_Item(source, stream, replay=True))
+
+    def _poll_releases(self) -> None:
+        """Replay released events of streams that get no new event to trigger it."""
+        try:
+            self._redelivery.poll(self._sources, self._config(REPLAY_POLL_KEY, DEFAULT_REPLAY_POLL))
+        except _Stopping:
+            return
+
     # -- one lane per stream -------------------------------------------------------------------
 
     def _run_lane(self, key: tuple[str, str]) -> None:
@@ -330,14 +257,13 @@ class EventDispatcher(SharedExtension):
 
     def _process(self, item: _Item) -> None:
         if item.replay:
-            self._replays_queued.discard((item.source, item.stream))
-            self._replay(item.source, item.stream)
+            self._redelivery.replay_queued(item.source, item.stream)
             return
         if item.event is None:
             self._park_new(item, f"malformed: {item.malformed}", attempts=0, counter="malformed")
             return
         event = item.event
-        route = self._sources[event.source].routes.get(event.type)
+        route = self.route(event.source, event.type)
         if route is None:
             # A binding left from an older version of this service: nothing here handles it.
             _log.warning("event has no handler here; acknowledged unhandled")
@@ -345,7 +271,7 @@ class EventDispatcher(SharedExtension):
             self._ack(item)
             return
         while True:
-            standing = self._steadily("reading the inbox", partial(self._standing, event))
+            standing = self.steadily("reading the inbox", partial(self._standing, event))
             if standing.handled or standing.dead_letter in (dlq.PARKED, dlq.SKIPPED):
                 _log.info("event seen before; acknowledged", seen=standing.dead_letter or "handled")
                 self.stats["duplicate"] += 1
@@ -357,7 +283,8 @@ class EventDispatcher(SharedExtension):
                 return
             if not standing.released:
                 break
-            self._replay(event.source, event.stream)  # released events go first, then look again
+            # Released events of the stream go first; then look again.
+            self._redelivery.replay(event.source, event.stream)
         if standing.blocker is not None:
             head = standing.blocker
             self._park_new(item, dlq.behind_error(head), attempts=0, counter="parked_behind")
@@ -369,7 +296,7 @@ class EventDispatcher(SharedExtension):
             error = f"out of order: position {event.position} after {last} of this stream"
             self._park_new(item, error, attempts=0, counter="parked")
             return
-        outcome, attempts = self._attempts(route, event)
+        outcome, attempts = self.attempts(route, event)
         if outcome.status == "failed":
             assert outcome.error is not None
             self._park_new(item, outcome.error, attempts=attempts, counter="parked")
@@ -382,15 +309,21 @@ class EventDispatcher(SharedExtension):
 
     # -- handling, with retries in place -------------------------------------------------------
 
-    def _attempts(
+    def attempts(
         self, route: HandlesEntrypoint, event: IncomingEvent, letter: dlq.DeadLetter | None = None
     ) -> tuple[_Outcome, int]:
         tries = int(self._config(RETRY_ATTEMPTS_KEY, DEFAULT_RETRY_ATTEMPTS))
         base = self._config(RETRY_BASE_DELAY_KEY, DEFAULT_RETRY_BASE_DELAY)
         ceiling = self._config(RETRY_MAX_DELAY_KEY, DEFAULT_RETRY_MAX_DELAY)
         outcome = _Outcome("failed", "not attempted")
+        try:
+            args = self._arguments(route, event)
+        except BrokenContract as broken:
+            # Retrying cannot mend a payload: parked at once, with the reason.
+            self.stats["broken_contract"] += 1
+            return _Outcome("failed", f"BrokenContract: {broken}"), 1
         for attempt in range(1, max(tries, 1) + 1):
-            outcome = self._run_worker(route, event, letter)
+            outcome = self._run_worker(route, args, letter)
             if outcome.status == "handled":
                 self.stats["handled"] += 1
                 _log.info("event handled", attempts=attempt)
@@ -408,18 +341,30 @@ class EventDispatcher(SharedExtension):
                     delay=delay,
                     error=_first_line(outcome.error),
                 )
-                self._pause(delay)
+                self.pause(delay)
         return outcome, max(tries, 1)
 
+    def _arguments(self, route: HandlesEntrypoint, event: IncomingEvent) -> tuple[Any, ...]:
+        """The handler's arguments: the event, and, when the service declares contracts for the
+        source, its payload loaded with the contract (the typed value the handler decides on)."""
+        contracts = self._store.contracts if self._store is not None else None
+        if contracts is None or route.contract_source not in contracts.consumed:
+            return (event,)
+        message = contracts.incoming(
+            route.contract_source, event.type, event.schema_version, event.data
+        )
+        return (event, message)
+
     def _run_worker(
-        self, route: HandlesEntrypoint, event: IncomingEvent, letter: dlq.DeadLetter | None
+        self, route: HandlesEntrypoint, args: tuple[Any, ...], letter: dlq.DeadLetter | None
     ) -> _Outcome:
+        event: IncomingEvent = args[0]
         store = self._store
         assert store is not None
         done: Event = Event()
 
         def commit_with(conn: Connection) -> bool:
-            now = self._office().clock.now()
+            now = self.office().clock.now()
             if not inbox.record(conn, event, now):
                 return False
             if letter is not None:
@@ -449,7 +394,7 @@ class EventDispatcher(SharedExtension):
         try:
             self.container.spawn_worker(
                 route,
-                (event,),
+                args,
                 {},
                 context_data={k: v for k, v in context.items() if v is not None},
                 handle_result=handle_result,
@@ -458,12 +403,12 @@ class EventDispatcher(SharedExtension):
             raise _Stopping() from exc
         return done.wait()
 
-    def _pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> None:
         self._wake.wait(seconds)
         if self._stopping:
             raise _Stopping()
 
-    def _steadily(self, what: str, step: Callable[[], T]) -> T:
+    def steadily(self, what: str, step: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
@@ -471,7 +416,7 @@ class EventDispatcher(SharedExtension):
             except _TRANSIENT as exc:
                 attempt += 1
                 _log.error(f"{what} failed; trying again", attempt=attempt, error=str(exc))
-                self._pause(min(0.1 * 2 ** min(attempt, 8), 30.0))
+                self.pause(min(0.1 * 2 ** min(attempt, 8), 30.0))
 
     def _ack(self, item: _Item) -> None:
         if item.message is not None:
@@ -482,75 +427,22 @@ class EventDispatcher(SharedExtension):
     def _park_new(self, item: _Item, error: str, *, attempts: int, counter: str) -> None:
         parcel = _parcel(item)
         # The table first: it is what holds the stream. Then the copy for people and alerts.
-        self._steadily("parking", partial(self._office().park, parcel, error, attempts))
-        self._steadily(
+        self.steadily("parking", partial(self.office().park, parcel, error, attempts))
+        self.steadily(
             "publishing to the dead-letter queue",
-            partial(self._office().publish, parcel, error, attempts),
+            partial(self.office().publish, parcel, error, attempts),
         )
         self.stats[counter] += 1
         _log.error("event parked", error=_first_line(error), attempts=attempts)
         self._ack(item)
 
-    # -- replaying what an operator released ---------------------------------------------------
-
-    def _replay(self, source: str, stream: str) -> None:
-        office = self._office()
-        for letter in self._steadily(
-            "reading released events", partial(office.released, source, stream)
-        ):
-            with bound_contextvars(event_id=letter.event_id, position=letter.position, replay=True):
-                if not self._replay_one(source, letter):
-                    return
-
-    def _replay_one(self, source: str, letter: dlq.DeadLetter) -> bool:
-        """Handle one released event; False if it was parked again (the rest wait behind it)."""
-        try:
-            event = IncomingEvent.from_body(source, json.loads(letter.body))
-        except (MalformedEvent, ValueError) as exc:
-            return self._repark(letter, f"malformed: {exc}", 0)
-        route = self._sources[source].routes.get(event.type)
-        if route is None:
-            return self._repark(letter, f"no handler for {event.type} here", 0)
-        outcome, attempts = self._attempts(route, event, letter)
-        if outcome.status == "failed":
-            return self._repark(letter, outcome.error or "", attempts)
-        if outcome.status == "duplicate":
-            self._steadily("resolving a dead letter", partial(self._office().resolve, letter))
-        self.stats["replayed"] += 1
-        return True
-
-    def _repark(self, letter: dlq.DeadLetter, error: str, attempts: int) -> bool:
-        office = self._office()
-        behind = self._steadily("parking again", partial(office.repark, letter, error, attempts))
-        total = letter.attempts + attempts
-        self._steadily(
-            "publishing to the dead-letter queue",
-            partial(office.publish, dlq.Parcel.of(letter), error, total),
-        )
-        self.stats["parked"] += 1
-        _log.error(
-            "released event failed again; parked", error=_first_line(error), behind=len(behind)
-        )
-        return False
-
-    def _poll_releases(self) -> None:
-        """Replay released events of streams that get no new event to trigger it."""
-        interval = self._config(REPLAY_POLL_KEY, DEFAULT_REPLAY_POLL)
-        find = partial(self._office().streams_released, self._sources)
-        try:
-            while True:
-                self._pause(interval)
-                for key in self._steadily("looking for released events", find):
-                    if key not in self._replays_queued:
-                        self._replays_queued.add(key)
-                        self._enqueue(_Item(key[0], key[1], replay=True))
-        except _Stopping:
-            return
-
 
 class HandlesEntrypoint(Entrypoint):
     """`@handles(source, *types)`: the method gets an IncomingEvent of one of `types` from
-    `source`. The writes it makes through the EventStore are one unit of work with the inbox row."""
+    `source` and, if the service's contracts declare what it consumes from `source`, the payload
+    loaded with that contract: `method(self, event, message)`. A payload that breaks its contract
+    is parked at once with the reason. The writes the method makes through the EventStore are one
+    unit of work with the inbox row."""
 
     dispatcher = EventDispatcher()
     unit_of_work = True  # read by shared.dependencies.EventStore
@@ -559,6 +451,7 @@ class HandlesEntrypoint(Entrypoint):
         if not types:
             raise ValueError("@handles needs the source service and at least one event type")
         self.source = source
+        self.contract_source = source  # the contracts name a source as the code does
         self.types = tuple(types)
         super().__init__(**kwargs)
 

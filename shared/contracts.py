@@ -26,7 +26,8 @@ from typing import Any
 
 import marshmallow as ma
 
-from shared.eventlog import NewEvent, Upcasters
+from shared.eventlog import Upcasters
+from shared.records import NewEvent
 
 
 class BrokenContract(ValueError):

@@ -52,7 +52,8 @@ from shared import tables as t
 from shared.canonical import canonical
 from shared.clock import Clock, SystemClock
 from shared.db import is_sqlite, write_transaction
-from shared.eventlog import ANY_VERSION, AppendResult, EventLog, NewEvent
+from shared.eventlog import ANY_VERSION, EventLog
+from shared.records import AppendResult, NewEvent
 from shared.schemas import ERASED, map_personal
 
 __all__ = [

@@ -35,7 +35,6 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.engine import Connection, Engine
 from structlog.contextvars import bound_contextvars
 
-from shared.aggregates import Aggregate, Loaded
 from shared.aggregates import load as load_aggregate
 from shared.clock import Clock
 from shared.contracts import Contracts
@@ -49,7 +48,7 @@ from shared.eventlog import (
     Transaction,
     Upcasters,
 )
-from shared.inbox import IncomingEvent
+from shared.records import Aggregate, IncomingEvent, Loaded
 
 S = TypeVar("S")
 

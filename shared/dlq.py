@@ -9,7 +9,7 @@ A row's status moves: `parked` → `retrying` (released by an operator: `retry` 
 `retried` (the service handled it), or `parked` → `skipped`. A `retrying` row that fails again is
 `parked` again. The operator's functions here only touch the database: the running service
 replays `retrying` rows itself, in position order and ahead of any newer event of that stream
-(see shared/consumer.py), so a replay cannot be overtaken the way a re-published message could.
+(see shared/redelivery.py), so a replay cannot be overtaken the way a re-published message could.
 """
 
 from __future__ import annotations

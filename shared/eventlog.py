@@ -4,20 +4,18 @@
 optimistic concurrency per stream and command idempotency; hooks given to it (projections, inbox)
 write in that same transaction. Reading: one stream, everything after a position in pages, or as
 of a time. Upcasters turn old schema versions into the current shape on read; stored rows never
-change.
+change. The events themselves are values of `shared.records`; the hash rule is `shared.chain`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from json.encoder import encode_basestring as _encode_string  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -25,94 +23,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from shared import tables as t
 from shared.canonical import canonical
+from shared.chain import GENESIS, chain_digest, chain_hash, envelope_text
 from shared.clock import UTC, Clock, SystemClock, as_utc, format_ts
 from shared.db import is_sqlite, write_transaction
 from shared.errors import ConcurrencyError
+from shared.records import AppendResult, NewEvent, RecordedEvent
 
-GENESIS = "0" * 64
 ANY_VERSION = -1  # expected_version meaning "whatever the stream is at"
-
-
-@dataclasses.dataclass(frozen=True)
-class NewEvent:
-    """An event a decision produced, before the log gives it a position."""
-
-    type: str
-    data: dict[str, Any]
-    schema_version: int = 1
-    id: str | None = None
-    occurred_at: dt.datetime | None = None
-
-
-@dataclasses.dataclass(slots=True)
-class RecordedEvent:
-    position: int
-    id: str
-    stream: str
-    version: int
-    type: str
-    schema_version: int
-    data: dict[str, Any]
-    correlation_id: str | None
-    causation_id: str | None
-    actor: str | None
-    occurred_at: dt.datetime
-    recorded_at: dt.datetime
-    prev_hash: str
-    hash: str
-
-    def envelope(self) -> dict[str, Any]:
-        """The members the hash covers, in their JSON form (ARCHITECTURE.md)."""
-        return envelope_of(
-            self.position,
-            self.id,
-            self.stream,
-            self.version,
-            self.type,
-            self.schema_version,
-            self.data,
-            self.correlation_id,
-            self.causation_id,
-            self.actor,
-            self.occurred_at,
-            self.recorded_at,
-        )
-
-    def to_text(self) -> str:
-        """`to_json()` as JSON text: the envelope's JCS with `prev_hash` and `hash` appended (the
-        message body the relay publishes; cheaper than serialising the dict)."""
-        envelope = envelope_text(
-            self.position,
-            self.id,
-            self.stream,
-            self.version,
-            self.type,
-            self.schema_version,
-            canonical(self.data),
-            self.correlation_id,
-            self.causation_id,
-            self.actor,
-            format_ts(self.occurred_at),
-            format_ts(self.recorded_at),
-        )
-        return f'{envelope[:-1]},"prev_hash":"{self.prev_hash}","hash":"{self.hash}"}}'
-
-    def to_json(self) -> dict[str, Any]:
-        """The envelope plus `prev_hash` and `hash`: one line of an export, one message body."""
-        body = self.envelope()
-        body["prev_hash"] = self.prev_hash
-        body["hash"] = self.hash
-        return body
-
-
-@dataclasses.dataclass(frozen=True)
-class AppendResult:
-    events: list[RecordedEvent]
-    duplicate: bool  # True: the command id was seen before, nothing was appended
-
-    @property
-    def version(self) -> int:
-        return self.events[-1].version if self.events else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,71 +93,6 @@ class Transaction:
                 projection.apply(self.conn, result.events)
             self.recorded.extend(result.events)
         return result
-
-
-def envelope_of(
-    position: int,
-    id: str,
-    stream: str,
-    version: int,
-    type: str,
-    schema_version: int,
-    data: dict[str, Any],
-    correlation_id: str | None,
-    causation_id: str | None,
-    actor: str | None,
-    occurred_at: dt.datetime | str,
-    recorded_at: dt.datetime | str,
-) -> dict[str, Any]:
-    return {
-        "position": position,
-        "id": id,
-        "stream": stream,
-        "version": version,
-        "type": type,
-        "schema_version": schema_version,
-        "data": data,
-        "correlation_id": correlation_id,
-        "causation_id": causation_id,
-        "actor": actor,
-        "occurred_at": occurred_at if isinstance(occurred_at, str) else format_ts(occurred_at),
-        "recorded_at": recorded_at if isinstance(recorded_at, str) else format_ts(recorded_at),
-    }
-
-
-def _json_str(value: str | None) -> str:
-    return "null" if value is None else _encode_string(value)
-
-
-def envelope_text(
-    position: int,
-    id: str,
-    stream: str,
-    version: int,
-    type: str,
-    schema_version: int,
-    data_json: str,
-    correlation_id: str | None,
-    causation_id: str | None,
-    actor: str | None,
-    occurred_at: str,
-    recorded_at: str,
-) -> str:
-    """JCS of the envelope, written member by member in JCS order, with `data_json` (the JCS of
-    the data) spliced in. Equal to `canonical(envelope_of(...))` (a hypothesis test holds them
-    equal): strings are escaped as JSON.stringify does, integers are positions and versions far
-    below 2**53, timestamps are ASCII. A lone surrogate fails at UTF-8 encoding, as in JCS."""
-    return (
-        f'{{"actor":{_json_str(actor)},"causation_id":{_json_str(causation_id)},'
-        f'"correlation_id":{_json_str(correlation_id)},"data":{data_json},"id":{_json_str(id)},'
-        f'"occurred_at":"{occurred_at}","position":{position},"recorded_at":"{recorded_at}",'
-        f'"schema_version":{schema_version},"stream":{_json_str(stream)},"type":{_json_str(type)},'
-        f'"version":{version}}}'
-    )
-
-
-def _digest(prev_hash: str, envelope_json: str) -> str:
-    return hashlib.sha256((prev_hash + envelope_json).encode("utf-8")).hexdigest()
 
 
 class _Sql:
@@ -319,13 +171,6 @@ class _Sql:
             statement = "SELECT 1"
         prefix = ("WITH " + ", ".join(parts) + " ") if parts else ""
         cur.execute(prefix + statement, params)
-
-
-def chain_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
-    """SHA-256(ASCII(prev_hash) ‖ JCS(envelope)), lowercase hex."""
-    digest = hashlib.sha256(prev_hash.encode("ascii"))
-    digest.update(canonical(envelope).encode("utf-8"))
-    return digest.hexdigest()
 
 
 class Upcasters:
@@ -480,7 +325,7 @@ class EventLog:
             event_id = new.id or str(uuid.uuid4())
             occurred = as_utc(new.occurred_at) if new.occurred_at else now
             data_json = canonical(new.data)
-            digest = _digest(
+            digest = chain_digest(
                 prev,
                 envelope_text(
                     position,

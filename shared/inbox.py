@@ -1,126 +1,23 @@
-"""The inbox: which events from other services this service has handled, and the event as it arrives.
+"""The inbox: which events from other services this service has handled.
 
-An `IncomingEvent` is another service's event as its relay published it (the JSON of
-`RecordedEvent.to_json()`), plus the name of the service it came from. The `inbox` table holds
-one row per handled event id, written in the same transaction as whatever the handler appended,
-so a redelivered message finds its id and changes nothing. Its positions also let the consumer see
-an event of a stream arriving after a newer one of the same stream (`last_position`).
+The event as it arrives is `shared.records.IncomingEvent`. The `inbox` table holds one row per
+handled event id, written in the same transaction as whatever the handler appended, so a
+redelivered message finds its id and changes nothing. Its positions also let the consumer see an
+event of a stream arriving after a newer one of the same stream (`last_position`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from shared import tables as t
-from shared.clock import parse_ts
 from shared.dlq import PARKED, RETRYING
-
-_FIELDS = (
-    "position",
-    "id",
-    "stream",
-    "version",
-    "type",
-    "schema_version",
-    "data",
-    "correlation_id",
-    "causation_id",
-    "actor",
-    "occurred_at",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-)
-
-
-class MalformedEvent(ValueError):
-    """A message body that is not the envelope of an event; it is parked, never retried."""
-
-
-@dataclasses.dataclass(frozen=True)
-class IncomingEvent:
-    """Another service's event, as a handler receives it."""
-
-    source: str
-    position: int
-    id: str
-    stream: str
-    version: int
-    type: str
-    schema_version: int
-    data: dict[str, Any]
-    correlation_id: str | None
-    causation_id: str | None
-    actor: str | None
-    occurred_at: dt.datetime
-    recorded_at: dt.datetime
-    prev_hash: str
-    hash: str
-
-    @classmethod
-    def from_body(cls, source: str, body: Any) -> IncomingEvent:
-        """Read a message body; raise MalformedEvent naming what is wrong with it."""
-        if not isinstance(body, Mapping):
-            raise MalformedEvent(f"the body is a {type(body).__name__}, not a JSON object")
-        missing = [name for name in _FIELDS if name not in body]
-        if missing:
-            raise MalformedEvent(f"the body lacks {', '.join(missing)}")
-        try:
-            event = cls(
-                source=source,
-                position=_integer(body, "position"),
-                id=_text(body, "id"),
-                stream=_text(body, "stream"),
-                version=_integer(body, "version"),
-                type=_text(body, "type"),
-                schema_version=_integer(body, "schema_version"),
-                data=dict(body["data"]),
-                correlation_id=_optional_text(body, "correlation_id"),
-                causation_id=_optional_text(body, "causation_id"),
-                actor=_optional_text(body, "actor"),
-                occurred_at=parse_ts(_text(body, "occurred_at")),
-                recorded_at=parse_ts(_text(body, "recorded_at")),
-                prev_hash=_text(body, "prev_hash"),
-                hash=_text(body, "hash"),
-            )
-        except (TypeError, ValueError) as exc:
-            raise MalformedEvent(f"the body does not read as an event: {exc}") from exc
-        return event
-
-    @property
-    def chain_correlation_id(self) -> str:
-        """What the events a handler appends carry as correlation id: the incoming event's own
-        correlation id, or, for the first event of a chain, its id."""
-        return self.correlation_id or self.id
-
-
-def _text(body: Mapping[str, Any], name: str) -> str:
-    value = body[name]
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
-    return value
-
-
-def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
-    value = body[name]
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string or null")
-    return value
-
-
-def _integer(body: Mapping[str, Any], name: str) -> int:
-    value = body[name]
-    # bool is an int in Python, and a float position would be a producer bug: refuse both.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer")
-    return value
+from shared.records import IncomingEvent
 
 
 def record(conn: Connection, event: IncomingEvent, handled_at: dt.datetime) -> bool:

@@ -39,9 +39,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from shared import tables as t
+from shared.chain import GENESIS
 from shared.consumer import consumer_stats
 from shared.dependencies import store_for
-from shared.eventlog import GENESIS
 from shared.relay import RelayExtension
 from shared.web import LavoroHttp, LavoroWebServer, http, json_response
 

@@ -33,7 +33,9 @@ from sqlalchemy.types import TypeDecorator
 from shared import tables as t
 from shared.clock import Clock, SystemClock, as_utc
 from shared.db import write_transaction
-from shared.eventlog import EventLog, RecordedEvent
+from shared.eventlog import EventLog
+from shared.money import CENT
+from shared.records import RecordedEvent
 
 Handler = Callable[[Connection, RecordedEvent], None]
 Progress = Callable[[int, int], None]
@@ -63,7 +65,7 @@ class Amount(TypeDecorator[Decimal]):
         if isinstance(value, float):
             raise TypeError("float refused for money: use Decimal")
         exact = Decimal(value)
-        amount = exact.quantize(Decimal("0.01"))
+        amount = exact.quantize(CENT)
         if amount != exact:
             raise ValueError(f"{value} has more than two decimal places: round it on purpose")
         return str(amount) if dialect.name == "sqlite" else amount
@@ -71,7 +73,7 @@ class Amount(TypeDecorator[Decimal]):
     def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
         if value is None:
             return None
-        return Decimal(value).quantize(Decimal("0.01"))
+        return Decimal(value).quantize(CENT)
 
 
 class Projection:

@@ -50,8 +50,9 @@ from shared import tables as t
 from shared.clock import UTC
 from shared.db import is_sqlite, write_transaction
 from shared.dependencies import log_for
-from shared.eventlog import EventLog, RecordedEvent
+from shared.eventlog import EventLog
 from shared.leader import LeaderLock, dedicated_connection, leader_lock
+from shared.records import RecordedEvent
 
 PUBLIC_EXCHANGE = "lavoro.public"
 PERSISTENT = 2

@@ -5,7 +5,7 @@ with `Decimal` and aware UTC `datetime`s. The fields here fix the project's wire
 
 - `Money`: euros as a JSON string with at most two decimal places (`"12.50"`), or an integer;
   never a float, never NaN/Infinity, negative only when the field says so. Loads a `Decimal`
-  quantized to cents, dumps `"12.50"`.
+  quantized to cents, dumps `"12.50"`; the rules are `shared.money.parse_money`/`format_money`.
 - `UtcDateTime`: an RFC 3339 timestamp with an offset (a naive one is refused, never guessed);
   loads an aware UTC `datetime`, dumps the log's one textual form (`shared.clock.format_ts`).
 - `LocalDate`: a calendar date, `YYYY-MM-DD` and nothing else.
@@ -30,10 +30,11 @@ from marshmallow import ValidationError, fields
 
 from shared.clock import UTC, format_ts
 from shared.errors import InvalidInput
+from shared.money import JsonFraction, format_money, parse_money
 
 __all__ = [
     "ERASED",
-    "CENTS",
+    "JsonFraction",  # shared.money's, for the HTTP edge, which reads JSON numbers with it
     "LocalDate",
     "Money",
     "Personal",
@@ -41,26 +42,15 @@ __all__ = [
     "UtcDateTime",
     "ValidationError",
     "error_body",
-    "format_money",
     "invalid_input",
     "is_personal",
     "load_input",
     "map_personal",
-    "parse_money",
     "personal_paths",
 ]
 
 # What a personal value reads as once its person's key is gone (ARCHITECTURE.md, "Personal data").
 ERASED = "[erased]"
-CENTS = decimal.Decimal("0.01")
-# \d is ASCII-only here (re.ASCII): Decimal would also read Arabic-Indic and other digits.
-# Fifteen integer digits (up to 999 trillion euros) is far above any budget this system handles and
-# keeps every amount exact within Decimal's default 28-digit context, so quantize can never fail.
-MAX_INTEGER_DIGITS = 15
-# Our own context, so that a caller's changed thread context can never alter an amount.
-_CONTEXT = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN)
-_MONEY_TEXT = re.compile(r"-?\d+(?:\.\d{1,2})?", re.ASCII)
-_MANY_PLACES = re.compile(r"-?\d+\.\d{3,}", re.ASCII)
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?",
     re.ASCII,
@@ -69,61 +59,6 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 # -- money ---------------------------------------------------------------------------------------
-
-
-class JsonFraction(decimal.Decimal):
-    """A JSON number with a fraction, as the HTTP edge reads it: exact for fields that take
-    decimals (a share, a score), but refused as money, because the sender wrote a float."""
-
-
-def parse_money(value: Any, *, allow_negative: bool = False) -> decimal.Decimal:
-    """`value` (a string like "12.50", an int, or a Decimal) as euros quantized to cents.
-
-    Raises ValueError with a message fit for a person: a float (money is never binary floating
-    point), more than two decimal places (no silent rounding), NaN/Infinity, a malformed text,
-    an absurdly large amount, or a negative amount unless `allow_negative`.
-    """
-    if isinstance(value, bool):  # bool is an int to Python, never an amount to a person
-        raise ValueError('not an amount: give a string such as "12.50"')
-    if isinstance(value, float | JsonFraction):
-        raise ValueError(
-            'amounts are never floats: send a string such as "12.50" (a JSON number with a '
-            "fraction cannot hold cents exactly)"
-        )
-    if isinstance(value, int):
-        amount = decimal.Decimal(value)
-    elif isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            raise ValueError("NaN and Infinity are not amounts")
-        amount = value
-    elif isinstance(value, str):
-        if value.strip().lower().lstrip("+-") in {"nan", "snan", "inf", "infinity"}:
-            raise ValueError("NaN and Infinity are not amounts")
-        if _MONEY_TEXT.fullmatch(value) is None:
-            if _MANY_PLACES.fullmatch(value):
-                raise ValueError(f"at most two decimal places (cents): {value} has more")
-            raise ValueError(f'not an amount: {value!r}; write euros such as "12.50"')
-        amount = decimal.Decimal(value)
-    else:
-        raise ValueError(f'not an amount: {type(value).__name__}; give a string such as "12.50"')
-
-    if amount.is_zero():
-        return decimal.Decimal("0.00")  # "-0.00" is zero, not a negative amount
-    if amount.adjusted() >= MAX_INTEGER_DIGITS:
-        raise ValueError(f"amount too large: at most {MAX_INTEGER_DIGITS} digits before the point")
-    cents = amount.quantize(CENTS, context=_CONTEXT)
-    if cents != amount:
-        raise ValueError(f"at most two decimal places (cents): {value} would have to be rounded")
-    if cents < 0 and not allow_negative:
-        raise ValueError(f"must not be negative: {value}")
-    return cents
-
-
-def format_money(value: decimal.Decimal | int) -> str:
-    """`Decimal("12.5")` -> `"12.50"`. Refuses what would need rounding or is not money."""
-    if isinstance(value, bool) or not isinstance(value, decimal.Decimal | int):
-        raise TypeError(f"money is a Decimal or an int, not {type(value).__name__}")
-    return format(parse_money(value, allow_negative=True), "f")
 
 
 class Money(fields.Field[decimal.Decimal]):

@@ -18,11 +18,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from shared.aggregates import Aggregate, Loaded
 from shared.clock import UTC, Clock, FixedClock
 from shared.contracts import Contracts
 from shared.errors import ConcurrencyError
-from shared.eventlog import AppendResult, NewEvent, RecordedEvent
+from shared.records import Aggregate, AppendResult, Loaded, NewEvent, RecordedEvent
 from shared.unit_of_work import Writer
 
 EPOCH = dt.datetime(2024, 3, 1, 9, 0, tzinfo=UTC)

@@ -41,9 +41,8 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from shared.aggregates import Aggregate, Loaded
 from shared.errors import ConcurrencyError
-from shared.eventlog import AppendResult, NewEvent, RecordedEvent
+from shared.records import Aggregate, AppendResult, Loaded, NewEvent, RecordedEvent
 
 S = TypeVar("S")
 Decision = Mapping[str, Sequence[NewEvent]]

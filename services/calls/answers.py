@@ -12,7 +12,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from shared.schemas import LocalDate, Money, Schema, format_money
+from shared.money import format_money
+from shared.schemas import LocalDate, Money, Schema
 
 
 def _id() -> fields.String:

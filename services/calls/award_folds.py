@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shared.clock import parse_ts
-from shared.eventlog import RecordedEvent
+from shared.money import ZERO
 from shared.projections import Handler
+from shared.records import RecordedEvent
 
 from .tables import (
     alerts,
@@ -48,7 +49,6 @@ def _awarded(conn: Connection, event: RecordedEvent) -> None:
             ranking_entries.c.application_id == d["application_id"]
         )
     ).scalar_one()
-    zero = Decimal("0")
     conn.execute(
         awards.insert().values(
             award_id=d["award_id"],
@@ -61,9 +61,9 @@ def _awarded(conn: Connection, event: RecordedEvent) -> None:
             reference=d["reference"],
             awarded_on=date_of(d["awarded_on"]),
             awarded_at=event.occurred_at,
-            in_tranches=zero,
-            paid=zero,
-            expenditure=zero,
+            in_tranches=ZERO,
+            paid=ZERO,
+            expenditure=ZERO,
             overdue=False,
             updated_at=event.recorded_at,
         )

@@ -20,19 +20,17 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from shared.aggregates import Aggregate
 from shared.clock import format_ts
 from shared.errors import InvalidInput, NotFound
-from shared.eventlog import NewEvent, RecordedEvent
+from shared.money import ZERO, money_text
+from shared.records import Aggregate, NewEvent, RecordedEvent
 
 from .rules import (
-    ZERO,
     AnswerMismatch,
     AwardNotConfirmed,
     TrancheExceedsAward,
     TrancheOrder,
     derived_id,
-    money,
     require_state,
 )
 
@@ -97,7 +95,7 @@ def grant(
             "application_id": application_id,
             "project_cup": project_cup,
             "budget_line": budget_line,
-            "amount": money(amount),
+            "amount": money_text(amount),
             "reference": reference,
             "awarded_on": awarded_on.isoformat(),
         },
@@ -107,7 +105,7 @@ def grant(
 def _same_amount(award: Award, answer: Mapping[str, Any], expected: Decimal, what: str) -> None:
     if Decimal(answer["amount"]) != expected:
         raise AnswerMismatch(
-            f"the ledger's {what} is for {answer['amount']}, not {money(expected)}",
+            f"the ledger's {what} is for {answer['amount']}, not {money_text(expected)}",
             award_id=award.award_id,
         )
 
@@ -126,7 +124,7 @@ def confirm(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
         "award_id": award.award_id,
         "call_id": award.call_id,
         "commitment_id": answer["commitment_id"],
-        "amount": money(award.amount),
+        "amount": money_text(award.amount),
     }
     return [NewEvent("grant_confirmed", data)]
 
@@ -142,7 +140,7 @@ def suspend(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
         "award_id": award.award_id,
         "call_id": award.call_id,
         "application_id": award.application_id,
-        "amount": money(award.amount),
+        "amount": money_text(award.amount),
         "reason": answer["reason"],
         "available": answer.get("available"),
     }
@@ -161,7 +159,7 @@ def record_payment(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
         "award_id": award.award_id,
         "tranche_id": tranche.tranche_id,
         "kind": tranche.kind,
-        "amount": money(tranche.amount),
+        "amount": money_text(tranche.amount),
         "payment_id": answer["payment_id"],
         "paid_on": answer["paid_on"],
     }
@@ -179,7 +177,7 @@ def record_payment_rejection(award: Award, answer: Mapping[str, Any]) -> list[Ne
         "award_id": award.award_id,
         "tranche_id": tranche.tranche_id,
         "kind": tranche.kind,
-        "amount": money(tranche.amount),
+        "amount": money_text(tranche.amount),
         "reason": answer["reason"],
         "remaining": answer.get("remaining"),
     }
@@ -208,15 +206,15 @@ def request_tranche(
     if amount > award.remaining:
         raise TrancheExceedsAward(
             "the tranche would take the award beyond its amount",
-            award=money(award.amount),
-            in_tranches=money(award.in_tranches),
-            remaining=money(award.remaining),
+            award=money_text(award.amount),
+            in_tranches=money_text(award.in_tranches),
+            remaining=money_text(award.remaining),
         )
     data = {
         "award_id": award.award_id,
         "tranche_id": derived_id(award.award_id, "tranche", str(len(award.tranches) + 1)),
         "kind": kind,
-        "amount": money(amount),
+        "amount": money_text(amount),
         "claim_reference": claim_reference,
         "claim_date": claim_date.isoformat(),
     }
@@ -240,7 +238,7 @@ def report_expenditure(
     data = {
         "award_id": award.award_id,
         "report_id": derived_id(award.award_id, "report", str(award.reports + 1)),
-        "amount": money(amount),
+        "amount": money_text(amount),
         "period_from": period_from.isoformat(),
         "period_to": period_to.isoformat(),
         "description": description,
@@ -256,7 +254,9 @@ def revoke(award: Award, *, reason: str, revoked_on: dt.date) -> list[NewEvent]:
         "call_id": award.call_id,
         "reason": reason,
         "revoked_on": revoked_on.isoformat(),
-        "paid": money(sum((t.amount for t in award.tranches.values() if t.status == "paid"), ZERO)),
+        "paid": money_text(
+            sum((t.amount for t in award.tranches.values() if t.status == "paid"), ZERO)
+        ),
     }
     return [NewEvent("grant_revoked", data)]
 

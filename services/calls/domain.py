@@ -20,8 +20,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.clock import format_ts
+from shared.days import window
 from shared.errors import InvalidInput
-from shared.eventlog import NewEvent
+from shared.money import money_text
+from shared.records import NewEvent
 
 from .funding import approve_ranking, award_next, candidates, on_commitment_rejected
 from .rules import (
@@ -31,9 +33,7 @@ from .rules import (
     OutsideWindow,
     RankingBeforeClose,
     derived_id,
-    money,
     require_state,
-    window,
 )
 from .state import CALL, Application, Call, evolve, fold
 
@@ -92,7 +92,7 @@ def draft_call(call: Call, call_id: str, terms: Mapping[str, Any]) -> list[NewEv
         "kind": terms["kind"],
         "budget_line": terms["budget_line"],
         "project_cup": terms["project_cup"],
-        "budget": money(terms["budget"]),
+        "budget": money_text(terms["budget"]),
         "opens_on": terms["opens_on"].isoformat(),
         "closes_on": terms["closes_on"].isoformat(),
         "opens_at": format_ts(opens_at),
@@ -102,7 +102,7 @@ def draft_call(call: Call, call_id: str, terms: Mapping[str, Any]) -> list[NewEv
             for c in criteria
         ],
         "bonuses": dict(sorted(terms["bonuses"].items())),
-        "award_cap": money(terms["award_cap"]),
+        "award_cap": money_text(terms["award_cap"]),
         "max_share": f"{terms['max_share']:f}",
         "tie_break": tie_break,
     }
@@ -195,8 +195,8 @@ def submit_application(
         "applicant": dict(applicant),
         "project_title": application["project_title"],
         "business_plan": {
-            "eligible_cost": money(plan["eligible_cost"]),
-            "requested_amount": money(plan["requested_amount"]),
+            "eligible_cost": money_text(plan["eligible_cost"]),
+            "requested_amount": money_text(plan["requested_amount"]),
             "jobs_created": plan["jobs_created"],
         },
         "bonus": bonus,

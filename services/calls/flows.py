@@ -28,7 +28,7 @@ import structlog
 from shared import tables as t
 from shared.dependencies import Store
 from shared.errors import ConcurrencyError, NotFound
-from shared.eventlog import NewEvent
+from shared.records import NewEvent
 
 from . import awards, domain, tables
 from .rules import award_stream, call_stream

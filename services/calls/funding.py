@@ -13,17 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import NotFound
-from shared.eventlog import NewEvent
+from shared.money import ZERO, money_text
+from shared.records import NewEvent
 
 from . import awards, ranking
 from .rules import (
-    ZERO,
     BudgetExceeded,
     RankingBeforeClose,
     award_stream,
     call_stream,
     derived_id,
-    money,
     require_state,
 )
 from .state import Call
@@ -62,9 +61,9 @@ def approve_ranking(call: Call, today: dt.date) -> dict[str, list[NewEvent]]:
             "application_id": r.application_id,
             "public_reference": r.public_reference,
             "scores": dict(sorted(r.scores.items())),
-            "weighted": money(r.weighted),
+            "weighted": money_text(r.weighted),
             "bonus": r.bonus,
-            "total": money(r.total),
+            "total": money_text(r.total),
         }
         for r in ranked
     ]
@@ -100,8 +99,8 @@ def award_next(call: Call, today: dt.date) -> dict[str, list[NewEvent]]:
         raise BudgetExceeded(
             "the next applicant's award does not fit the call's available budget",
             application_id=entry.application_id,
-            amount=money(amount),
-            available=money(call.available),
+            amount=money_text(amount),
+            available=money_text(call.available),
         )
     changes: dict[str, list[NewEvent]] = {call_stream(call.call_id): []}
     _award(call, changes, ranking.Allocation(entry.application_id, entry.position, amount), today)
@@ -122,7 +121,7 @@ def _award(
                 "application_id": allocation.application_id,
                 "public_reference": app.public_reference,
                 "position": allocation.position,
-                "amount": money(allocation.amount),
+                "amount": money_text(allocation.amount),
             },
         )
     )
@@ -156,7 +155,7 @@ def on_commitment_rejected(
         {
             "call_id": call.call_id,
             "award_id": award.award_id,
-            "amount": money(reservation.amount),
+            "amount": money_text(reservation.amount),
             "reason": "grant_suspended",
         },
     )

@@ -21,8 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
 
-CENTS = Decimal("0.01")
-ZERO = Decimal("0.00")
+from shared.money import CENT, ZERO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +66,7 @@ class Allocation:
 def round_half_up(value: Fraction) -> Decimal:
     """An exact non-negative fraction rounded half up to the cent."""
     cents = (value * 100 + Fraction(1, 2)).__floor__()
-    return (Decimal(cents) / 100).quantize(CENTS)
+    return (Decimal(cents) / 100).quantize(CENT)
 
 
 def weighted_score(scores: Mapping[str, int], criteria: Sequence[Criterion]) -> Decimal:
@@ -112,8 +111,8 @@ def award_amount(
     requested: Decimal, eligible_cost: Decimal, cap: Decimal, max_share: Decimal
 ) -> Decimal:
     """min(requested, cap, share x eligible cost), the share rounded down to the cent."""
-    share = (max_share * eligible_cost).quantize(CENTS, rounding=ROUND_DOWN)
-    return min(requested, cap, share).quantize(CENTS, rounding=ROUND_DOWN)
+    share = (max_share * eligible_cost).quantize(CENT, rounding=ROUND_DOWN)
+    return min(requested, cap, share).quantize(CENT, rounding=ROUND_DOWN)
 
 
 def allocate(

@@ -25,8 +25,9 @@ from decimal import Decimal
 from sqlalchemy.engine import Connection
 
 from shared.clock import parse_ts
-from shared.eventlog import RecordedEvent
+from shared.money import ZERO
 from shared.projections import Projection
+from shared.records import RecordedEvent
 
 from .award_folds import FOLDS as AWARD_FOLDS
 from .tables import (
@@ -60,7 +61,7 @@ def _call_drafted(conn: Connection, event: RecordedEvent) -> None:
             project_cup=d["project_cup"],
             status="draft",
             budget=Decimal(d["budget"]),
-            reserved=Decimal("0"),
+            reserved=ZERO,
             available=Decimal(d["budget"]),
             award_cap=Decimal(d["award_cap"]),
             max_share=d["max_share"],

@@ -1,4 +1,4 @@
-"""What the calls domain shares: names, error types, ids and value helpers. Pure, no I/O.
+"""What the calls domain shares: names, error types and ids. Pure, no I/O.
 
 The error types carry the HTTP status through `shared.errors` (the one mapping): a rule that refuses
 a command in the current state is a 409 with a stable `code`; an input that cannot be right for
@@ -7,16 +7,9 @@ this call (a score above the criterion's maximum) is a 422 naming the field.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from shared.errors import Conflict, InvalidInput, RuleViolation
-
-ROME = ZoneInfo("Europe/Rome")
-CENTS = Decimal("0.01")
-ZERO = Decimal("0.00")
 
 KINDS = ("self_employment", "social_innovation")
 BUDGET_LINES = ("employment_services", "safeguarding", "labour_policies")
@@ -54,27 +47,6 @@ def call_stream(call_id: str) -> str:
 
 def award_stream(award_id: str) -> str:
     return f"award-{award_id}"
-
-
-def money(value: Decimal) -> str:
-    """An amount as the wire carries it: "1250.00"."""
-    return f"{value.quantize(CENTS):f}"
-
-
-def rome_day_start(day: dt.date) -> dt.datetime:
-    """Midnight of a calendar day in Bologna, as a UTC instant (DST-aware)."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=ROME).astimezone(dt.UTC)
-
-
-def rome_date(instant: dt.datetime) -> dt.date:
-    """The calendar day in Bologna at an instant (what acts and claims are dated with)."""
-    return instant.astimezone(ROME).date()
-
-
-def window(opens_on: dt.date, closes_on: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """A call open from the start of `opens_on` to the end of `closes_on`, Bologna time, as
-    [opens_at, closes_at) in UTC."""
-    return rome_day_start(opens_on), rome_day_start(closes_on + dt.timedelta(days=1))
 
 
 # -- errors ---------------------------------------------------------------------------------------

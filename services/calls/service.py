@@ -32,18 +32,19 @@ from nameko.dependency_providers import Config
 from nameko.timer import Timer
 from werkzeug.wrappers import Request, Response
 
-from shared.consumer import IncomingEvent, handles
+from shared.consumer import handles
+from shared.days import office_day as rome_date
 from shared.dependencies import EventStore, Store
-from shared.eventlog import NewEvent
 from shared.observability import Observable
 from shared.openapi import document, openapi_spec
+from shared.records import IncomingEvent, NewEvent
 from shared.relay import RelayExtension
 from shared.schemas import load_input
 from shared.web import CommandRequest, command, http, json_response, query
 
 from . import answers, awards, domain, events, flows, outputs, readmodels, reads, schemas
 from .personal import PersonalData
-from .rules import derived_id, rome_date
+from .rules import derived_id
 
 ANSWER_TIMEOUT_KEY = "CALLS_AWARD_ANSWER_TIMEOUT"
 CHECK_INTERVAL_KEY = "CALLS_AWARD_CHECK_INTERVAL"

@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from shared.aggregates import Aggregate
 from shared.clock import parse_ts
 from shared.errors import NotFound
-from shared.eventlog import RecordedEvent
+from shared.money import ZERO
+from shared.records import Aggregate, RecordedEvent
 
 from . import ranking
 from .ranking import Criterion
-from .rules import ZERO
 
 
 @dataclasses.dataclass

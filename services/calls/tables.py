@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from shared.days import parse_date
 from shared.projections import Amount
 from shared.tables import UTCDateTime
 
@@ -152,7 +153,7 @@ alerts = sa.Table(
 
 
 def date_of(text: str | None) -> dt.date | None:
-    return None if text is None else dt.date.fromisoformat(text)
+    return None if text is None else parse_date(text)
 
 
 def update_row(conn: Connection, table: sa.Table, key: str, value: str, **values: Any) -> None:

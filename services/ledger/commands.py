@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
-from shared.eventlog import NewEvent
+from shared.records import NewEvent
 
 KINDS = ("convention", "contract", "grant")
 # What a decision appends: the events of each stream, in order (the first stream carries the

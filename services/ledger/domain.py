@@ -34,7 +34,8 @@ from decimal import Decimal
 from typing import Any
 
 from shared.errors import Conflict, NotFound, RuleViolation
-from shared.eventlog import NewEvent, RecordedEvent
+from shared.money import ZERO, money_text
+from shared.records import NewEvent, RecordedEvent
 
 from . import entries
 from .commands import (
@@ -55,7 +56,7 @@ from .commands import (
     slug,
     tranche_payment_id,
 )
-from .state import LINES, ZERO, Commitment, Line, Project, apply_commitment, apply_project, money
+from .state import LINES, Commitment, Line, Project, apply_commitment, apply_project
 
 __all__ = [
     "KINDS",
@@ -113,14 +114,14 @@ def admission_room(project: Project, line: str, amount: Decimal) -> Violation | 
         return None
     return Violation(
         "admitted_within_programmed",
-        f"admitting {money(amount)} on {line} would take admitted to "
-        f"{money(figures.admitted + amount)}, above the {money(figures.programmed)} programmed",
+        f"admitting {money_text(amount)} on {line} would take admitted to "
+        f"{money_text(figures.admitted + amount)}, above the {money_text(figures.programmed)} programmed",
         {
             "budget_line": line,
-            "programmed": money(figures.programmed),
-            "admitted": money(figures.admitted),
-            "requested": money(amount),
-            "available": money(available),
+            "programmed": money_text(figures.programmed),
+            "admitted": money_text(figures.admitted),
+            "requested": money_text(amount),
+            "available": money_text(available),
         },
     )
 
@@ -132,14 +133,14 @@ def commitment_room(project: Project, line: str, amount: Decimal) -> Violation |
         return None
     return Violation(
         "legally_binding_within_admitted",
-        f"committing {money(amount)} on {line} would take the legally binding amount to "
-        f"{money(figures.legally_binding + amount)}, above the {money(figures.admitted)} admitted",
+        f"committing {money_text(amount)} on {line} would take the legally binding amount to "
+        f"{money_text(figures.legally_binding + amount)}, above the {money_text(figures.admitted)} admitted",
         {
             "budget_line": line,
-            "admitted": money(figures.admitted),
-            "legally_binding": money(figures.legally_binding),
-            "requested": money(amount),
-            "available": money(available),
+            "admitted": money_text(figures.admitted),
+            "legally_binding": money_text(figures.legally_binding),
+            "requested": money_text(amount),
+            "available": money_text(available),
         },
     )
 
@@ -149,14 +150,14 @@ def payment_room(commitment: Commitment, amount: Decimal) -> Violation | None:
         return None
     return Violation(
         "payment_within_commitment",
-        f"paying {money(amount)} on commitment {commitment.commitment_id} would exceed the "
-        f"{money(commitment.remaining)} left of it",
+        f"paying {money_text(amount)} on commitment {commitment.commitment_id} would exceed the "
+        f"{money_text(commitment.remaining)} left of it",
         {
             "commitment_id": str(commitment.commitment_id),
-            "amount": money(commitment.amount),
-            "paid": money(commitment.paid),
-            "requested": money(amount),
-            "remaining": money(commitment.remaining),
+            "amount": money_text(commitment.amount),
+            "paid": money_text(commitment.paid),
+            "requested": money_text(amount),
+            "remaining": money_text(commitment.remaining),
         },
     )
 
@@ -166,14 +167,14 @@ def reduction_room(commitment: Commitment, amount: Decimal) -> Violation | None:
         return None
     return Violation(
         "reduction_not_below_paid",
-        f"reducing commitment {commitment.commitment_id} by {money(amount)} would take it to "
-        f"{money(commitment.amount - amount)}, below the {money(commitment.paid)} already paid",
+        f"reducing commitment {commitment.commitment_id} by {money_text(amount)} would take it to "
+        f"{money_text(commitment.amount - amount)}, below the {money_text(commitment.paid)} already paid",
         {
             "commitment_id": str(commitment.commitment_id),
-            "amount": money(commitment.amount),
-            "paid": money(commitment.paid),
-            "requested": money(amount),
-            "remaining": money(commitment.remaining),
+            "amount": money_text(commitment.amount),
+            "paid": money_text(commitment.paid),
+            "requested": money_text(amount),
+            "remaining": money_text(commitment.remaining),
         },
     )
 
@@ -196,9 +197,12 @@ def broken_invariants(project: Project) -> list[Violation]:
                 broken.append(
                     Violation(
                         invariant,
-                        f"{scope}: {invariant.replace('_', ' ')} fails ({money(low)} > "
-                        f"{money(high)})",
-                        {"scope": scope, **{k: money(v) for k, v in _figures(figures).items()}},
+                        f"{scope}: {invariant.replace('_', ' ')} fails ({money_text(low)} > "
+                        f"{money_text(high)})",
+                        {
+                            "scope": scope,
+                            **{k: money_text(v) for k, v in _figures(figures).items()},
+                        },
                     )
                 )
     return broken

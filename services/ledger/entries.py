@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from shared.eventlog import NewEvent
+from shared.money import ZERO, money_text
+from shared.records import NewEvent
 
-from .state import ENTRY_POSTED, ZERO, Commitment, Project, money
+from .state import ENTRY_POSTED, Commitment, Project
 
 
 def programmed(
@@ -31,8 +32,10 @@ def programmed(
             "title": title,
             "start_date": start_date.isoformat(),
             "plan_reference": plan_reference,
-            "budget_lines": [{"budget_line": k, "programmed": money(v)} for k, v in lines.items()],
-            "programmed": money(sum(lines.values(), ZERO)),
+            "budget_lines": [
+                {"budget_line": k, "programmed": money_text(v)} for k, v in lines.items()
+            ],
+            "programmed": money_text(sum(lines.values(), ZERO)),
         },
     )
 
@@ -47,8 +50,8 @@ def admitted(
             "act_id": act_id,
             "act_reference": act_reference,
             "adopted_on": adopted_on.isoformat(),
-            "budget_lines": [{"budget_line": k, "amount": money(v)} for k, v in lines.items()],
-            "amount": money(sum(lines.values(), ZERO)),
+            "budget_lines": [{"budget_line": k, "amount": money_text(v)} for k, v in lines.items()],
+            "amount": money_text(sum(lines.values(), ZERO)),
         },
     )
 
@@ -71,7 +74,7 @@ def recorded(
             "project_cup": cup,
             "budget_line": line,
             "kind": kind,
-            "amount": money(amount),
+            "amount": money_text(amount),
             "source_reference": source_reference,
             "signed_on": signed_on.isoformat(),
             "award_id": award_id,
@@ -88,9 +91,9 @@ def commitment_rejected(
             "award_id": award_id,
             "project_cup": cup,
             "budget_line": line,
-            "amount": money(amount),
+            "amount": money_text(amount),
             "reason": reason,
-            "available": money(available),
+            "available": money_text(available),
         },
     )
 
@@ -110,8 +113,8 @@ def reduced(
             "project_cup": commitment.project_cup,
             "budget_line": commitment.budget_line,
             "reduction_id": reduction_id,
-            "amount": money(amount),
-            "new_amount": money(commitment.amount - amount),
+            "amount": money_text(amount),
+            "new_amount": money_text(commitment.amount - amount),
             "reason": reason,
             "source_reference": source_reference,
             "reduced_on": reduced_on.isoformat(),
@@ -136,7 +139,7 @@ def disbursed(
             "commitment_id": commitment.commitment_id,
             "project_cup": commitment.project_cup,
             "budget_line": commitment.budget_line,
-            "amount": money(amount),
+            "amount": money_text(amount),
             "claim_reference": claim_reference,
             "claim_date": claim_date.isoformat(),
             "paid_on": paid_on.isoformat(),
@@ -160,9 +163,9 @@ def payment_rejected(
             "award_id": award_id,
             "tranche_id": tranche_id,
             "commitment_id": commitment_id,
-            "amount": money(amount),
+            "amount": money_text(amount),
             "reason": reason,
-            "remaining": money(remaining),
+            "remaining": money_text(remaining),
         },
     )
 
@@ -186,9 +189,9 @@ def posting(
             "entry": entry.type,
             "commitment_id": commitment_id,
             "payment_id": payment_id,
-            "legally_binding_change": money(binding),
-            "disbursed_change": money(disbursed),
-            "legally_binding": money(figures.legally_binding + binding),
-            "disbursed": money(figures.disbursed + disbursed),
+            "legally_binding_change": money_text(binding),
+            "disbursed_change": money_text(disbursed),
+            "legally_binding": money_text(figures.legally_binding + binding),
+            "disbursed": money_text(figures.disbursed + disbursed),
         },
     )

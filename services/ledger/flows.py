@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from shared.money import ZERO
+
 from . import entries
 from .commands import (
     Decision,
@@ -24,7 +26,7 @@ from .commands import (
     tranche_payment_id,
 )
 from .domain import commitment_room, payment_room, post
-from .state import ZERO, Commitment, Project
+from .state import Commitment, Project
 
 
 def answer_award(project: Project, commitment: Commitment, award: GrantAward) -> Decision:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from shared.aggregates import Aggregate
+from shared.records import Aggregate
 from shared.unit_of_work import Plan, Session
 
 from . import domain, flows

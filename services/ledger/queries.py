@@ -19,6 +19,7 @@ from nameko.extensions import DependencyProvider
 
 from shared.dependencies import log_for
 from shared.eventlog import EventLog
+from shared.money import ZERO
 from shared.projections import replay_as_of
 
 from .readmodels import (
@@ -33,7 +34,6 @@ from .readmodels import (
 )
 
 FIGURES = ("programmed", "admitted", "legally_binding", "disbursed")
-ZERO = Decimal("0.00")
 
 
 def _cause(row: Any) -> dict[str, Any]:

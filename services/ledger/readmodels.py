@@ -11,7 +11,6 @@ each euro twice.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -19,8 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from shared.eventlog import RecordedEvent
+from shared.days import parse_date
+from shared.money import ZERO
 from shared.projections import Amount, Projection
+from shared.records import RecordedEvent
 
 metadata = sa.MetaData()
 Reader = Callable[[Any], list[Any]]  # runs a SELECT, returns its rows
@@ -128,10 +129,6 @@ def _cause(event: RecordedEvent) -> dict[str, Any]:
     }
 
 
-def _day(text: str) -> dt.date:
-    return dt.date.fromisoformat(text)
-
-
 def _move_line(conn: Connection, cup: str, line: str, **changes: Decimal) -> None:
     row = conn.execute(
         sa.select(lines).where(lines.c.project_cup == cup, lines.c.budget_line == line)
@@ -151,7 +148,7 @@ def _programmed(conn: Connection, event: RecordedEvent) -> None:
             project_cup=data["project_cup"],
             local_code=data["local_code"],
             title=data["title"],
-            start_date=_day(data["start_date"]),
+            start_date=parse_date(data["start_date"]),
             plan_reference=data["plan_reference"],
         )
     )
@@ -162,9 +159,9 @@ def _programmed(conn: Connection, event: RecordedEvent) -> None:
                 budget_line=item["budget_line"],
                 position=index,
                 programmed=Decimal(item["programmed"]),
-                admitted=Decimal("0.00"),
-                legally_binding=Decimal("0.00"),
-                disbursed=Decimal("0.00"),
+                admitted=ZERO,
+                legally_binding=ZERO,
+                disbursed=ZERO,
             )
         )
 
@@ -180,7 +177,7 @@ def _admitted(conn: Connection, event: RecordedEvent) -> None:
                 act_id=data["act_id"],
                 budget_line=item["budget_line"],
                 act_reference=data["act_reference"],
-                adopted_on=_day(data["adopted_on"]),
+                adopted_on=parse_date(data["adopted_on"]),
                 amount=amount,
                 **_cause(event),
             )
@@ -199,10 +196,10 @@ def _recorded(conn: Connection, event: RecordedEvent) -> None:
             budget_line=data["budget_line"],
             kind=data["kind"],
             source_reference=data["source_reference"],
-            signed_on=_day(data["signed_on"]),
+            signed_on=parse_date(data["signed_on"]),
             original_amount=amount,
             amount=amount,
-            paid=Decimal("0.00"),
+            paid=ZERO,
             award_id=data.get("award_id"),
             position=event.position,
             **_cause(event),
@@ -222,7 +219,7 @@ def _reduced(conn: Connection, event: RecordedEvent) -> None:
             amount=amount,
             reason=data["reason"],
             source_reference=data["source_reference"],
-            reduced_on=_day(data["reduced_on"]),
+            reduced_on=parse_date(data["reduced_on"]),
             position=event.position,
             **_cause(event),
         )
@@ -246,8 +243,8 @@ def _disbursed(conn: Connection, event: RecordedEvent) -> None:
             project_cup=data["project_cup"],
             budget_line=data["budget_line"],
             claim_reference=data["claim_reference"],
-            claim_date=_day(data["claim_date"]),
-            paid_on=_day(data["paid_on"]),
+            claim_date=parse_date(data["claim_date"]),
+            paid_on=parse_date(data["paid_on"]),
             amount=amount,
             award_id=data.get("award_id"),
             tranche_id=data.get("tranche_id"),

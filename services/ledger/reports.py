@@ -10,8 +10,9 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from shared.money import money_text
+
 from .deadlines import PAYMENT_DAYS, days_late, payment_deadline, retain_until
-from .state import money
 
 CSV_COLUMNS = (
     "record",
@@ -109,9 +110,9 @@ def csv_export(cup: str, commitments: Sequence[dict[str, Any]]) -> str:
         writer.writerow(
             _row(
                 record="commitment",
-                amount=money(commitment["amount"]),
-                paid=money(commitment["paid"]),
-                remaining=money(commitment["remaining"]),
+                amount=money_text(commitment["amount"]),
+                paid=money_text(commitment["paid"]),
+                remaining=money_text(commitment["remaining"]),
                 event_id=commitment["cause"]["event_id"],
                 causation_id=commitment["cause"]["causation_id"],
                 **base,
@@ -125,7 +126,7 @@ def csv_export(cup: str, commitments: Sequence[dict[str, Any]]) -> str:
                     claim_reference=payment["claim_reference"],
                     claim_date=payment["claim_date"].isoformat(),
                     paid_on=payment["paid_on"].isoformat(),
-                    amount=money(payment["amount"]),
+                    amount=money_text(payment["amount"]),
                     event_id=payment["cause"]["event_id"],
                     causation_id=payment["cause"]["causation_id"],
                     **base,

@@ -19,16 +19,17 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from shared import unit_of_work
-from shared.consumer import IncomingEvent, handles
+from shared.consumer import handles
+from shared.days import end_of_day, office_day
 from shared.dependencies import EventStore
 from shared.errors import NotFound
+from shared.records import IncomingEvent
 from shared.relay import RelayExtension
 from shared.service import Service
 from shared.unit_of_work import Outcome
 from shared.web import CommandRequest, QueryRequest, command, query
 
 from . import api, domain, handlers, readmodels, reports, schemas
-from .deadlines import end_of_day, office_day
 from .queries import Books, History
 
 
@@ -181,8 +182,9 @@ class LedgerService(Service):
     # -- reacting to calls (F1, F2) -------------------------------------------------------------
 
     @handles("calls", "grant_awarded", "tranche_requested")
-    def on_calls_event(self, event: IncomingEvent) -> None:
-        message = schemas.CONTRACTS.incoming("calls", event.type, event.schema_version, event.data)
+    def on_calls_event(
+        self, event: IncomingEvent, message: domain.GrantAward | domain.TrancheRequest
+    ) -> None:
         if isinstance(message, domain.GrantAward):
             unit_of_work.run(self.store, handlers.award(message))
         else:

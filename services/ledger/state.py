@@ -13,23 +13,11 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from shared.days import parse_date
+from shared.money import ZERO, stored_amount
+
 LINES = ("employment_services", "safeguarding", "labour_policies")
-ZERO = Decimal("0.00")
-CENT = Decimal("0.01")
 ENTRY_POSTED = "entry_posted"
-
-
-def money(amount: Decimal) -> str:
-    """Euros as the wire writes them: `"1250.00"`."""
-    return format(amount.quantize(CENT), "f")
-
-
-def _amount(text: Any) -> Decimal:
-    return Decimal(str(text)).quantize(CENT)
-
-
-def _date(text: Any) -> dt.date:
-    return dt.date.fromisoformat(str(text))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +118,10 @@ def apply_project(state: Project, type_: str, data: Mapping[str, Any]) -> Projec
             cup=data["project_cup"],
             local_code=data["local_code"],
             title=data["title"],
-            start_date=_date(data["start_date"]),
+            start_date=parse_date(data["start_date"]),
             plan_reference=data["plan_reference"],
             lines={
-                item["budget_line"]: Line(programmed=_amount(item["programmed"]))
+                item["budget_line"]: Line(programmed=stored_amount(item["programmed"]))
                 for item in data["budget_lines"]
             },
         )
@@ -141,11 +129,11 @@ def apply_project(state: Project, type_: str, data: Mapping[str, Any]) -> Projec
         lines = dict(state.lines)
         amounts: dict[str, Decimal] = {}
         for item in data["budget_lines"]:
-            line, amount = item["budget_line"], _amount(item["amount"])
+            line, amount = item["budget_line"], stored_amount(item["amount"])
             amounts[line] = amount
             lines[line] = dataclasses.replace(lines[line], admitted=lines[line].admitted + amount)
         admission = Admission(
-            data["act_id"], data["act_reference"], _date(data["adopted_on"]), amounts
+            data["act_id"], data["act_reference"], parse_date(data["adopted_on"]), amounts
         )
         return dataclasses.replace(
             state, lines=lines, admissions={**state.admissions, admission.act_id: admission}
@@ -155,8 +143,8 @@ def apply_project(state: Project, type_: str, data: Mapping[str, Any]) -> Projec
         figures = state.lines[line]
         moved = dataclasses.replace(
             figures,
-            legally_binding=figures.legally_binding + _amount(data["legally_binding_change"]),
-            disbursed=figures.disbursed + _amount(data["disbursed_change"]),
+            legally_binding=figures.legally_binding + stored_amount(data["legally_binding_change"]),
+            disbursed=figures.disbursed + stored_amount(data["disbursed_change"]),
         )
         return dataclasses.replace(state, lines={**state.lines, line: moved})
     return state
@@ -164,14 +152,14 @@ def apply_project(state: Project, type_: str, data: Mapping[str, Any]) -> Projec
 
 def apply_commitment(state: Commitment, type_: str, data: Mapping[str, Any]) -> Commitment:
     if type_ == "commitment_recorded":
-        amount = _amount(data["amount"])
+        amount = stored_amount(data["amount"])
         return Commitment(
             commitment_id=data["commitment_id"],
             project_cup=data["project_cup"],
             budget_line=data["budget_line"],
             kind=data["kind"],
             source_reference=data["source_reference"],
-            signed_on=_date(data["signed_on"]),
+            signed_on=parse_date(data["signed_on"]),
             original_amount=amount,
             amount=amount,
             award_id=data.get("award_id"),
@@ -181,10 +169,10 @@ def apply_commitment(state: Commitment, type_: str, data: Mapping[str, Any]) -> 
     if type_ == "commitment_reduced":
         reduction = Reduction(
             data["reduction_id"],
-            _amount(data["amount"]),
+            stored_amount(data["amount"]),
             data["reason"],
             data["source_reference"],
-            _date(data["reduced_on"]),
+            parse_date(data["reduced_on"]),
         )
         return dataclasses.replace(
             state,
@@ -195,9 +183,9 @@ def apply_commitment(state: Commitment, type_: str, data: Mapping[str, Any]) -> 
         payment = Payment(
             data["payment_id"],
             data["claim_reference"],
-            _date(data["claim_date"]),
-            _date(data["paid_on"]),
-            _amount(data["amount"]),
+            parse_date(data["claim_date"]),
+            parse_date(data["paid_on"]),
+            stored_amount(data["amount"]),
             data.get("tranche_id"),
         )
         return dataclasses.replace(

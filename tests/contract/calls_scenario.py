@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from services.calls import awards, domain
 from services.calls.rules import award_stream, call_stream
-from shared.eventlog import NewEvent
+from shared.records import NewEvent
 from tests.unit.calls.builders import (
     AFTER,
     DURING,

@@ -1,7 +1,7 @@
 import sqlalchemy as sa
 
-from shared.aggregates import Aggregate, load
-from shared.eventlog import NewEvent
+from shared.aggregates import load
+from shared.records import Aggregate, NewEvent
 
 
 def _evolve(state, event):

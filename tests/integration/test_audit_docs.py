@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from shared.db import disable_append_only, write_transaction
-from shared.eventlog import NewEvent
+from shared.records import NewEvent
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from shared.cli import app
 from shared.db import disable_append_only, write_transaction
-from shared.eventlog import NewEvent
+from shared.records import NewEvent
 
 runner = CliRunner()
 

@@ -23,8 +23,9 @@ from shared.clock import SystemClock
 from shared.db import ROOT, disable_append_only, make_engine, migrate, write_transaction
 from shared.dlq import DeadLetterOffice, Parcel
 from shared.errors import Unauthorized
-from shared.eventlog import EventLog, NewEvent
+from shared.eventlog import EventLog
 from shared.observability import read_figures
+from shared.records import NewEvent
 from shared.web import bound_port
 from tests.helpers import wait_for
 from tests.integration.test_runner import notes, notes_projection

@@ -27,10 +27,11 @@ from nameko.standalone.events import get_event_exchange
 from shared import inbox
 from shared import tables as t
 from shared.clock import UTC
-from shared.consumer import IncomingEvent, consumer_stats, handles, queue_name
+from shared.consumer import consumer_stats, handles, queue_name
 from shared.dependencies import EventStore, log_for
 from shared.dlq import dlq_name
-from shared.eventlog import ANY_VERSION, NewEvent, RecordedEvent
+from shared.eventlog import ANY_VERSION
+from shared.records import IncomingEvent, NewEvent, RecordedEvent
 from tests.helpers import wait_for
 
 FAST = {

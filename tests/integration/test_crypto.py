@@ -19,7 +19,7 @@ from shared.crypto import (
     person_stream,
 )
 from shared.db import write_transaction
-from shared.eventlog import NewEvent
+from shared.records import NewEvent
 from shared.schemas import LocalDate, Money, Personal, Schema
 from tests.helpers import wait_for
 

@@ -31,7 +31,8 @@ from shared import services
 from shared.config import http_address
 from shared.consumer import HandlesEntrypoint, queue_name
 from shared.db import ROOT, default_url, make_engine, migrate
-from shared.eventlog import EventLog, NewEvent
+from shared.eventlog import EventLog
+from shared.records import NewEvent
 from shared.relay import Relay
 from shared.web import bound_port
 from tests.helpers import wait_for

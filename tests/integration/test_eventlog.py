@@ -8,10 +8,12 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from shared.chain import GENESIS, chain_hash
 from shared.clock import UTC, FixedClock
 from shared.db import disable_append_only, write_transaction
 from shared.errors import ConcurrencyError
-from shared.eventlog import ANY_VERSION, GENESIS, EventLog, NewEvent, Upcasters, chain_hash
+from shared.eventlog import ANY_VERSION, EventLog, Upcasters
+from shared.records import NewEvent
 
 
 def ev(type_="thing_happened", **data):

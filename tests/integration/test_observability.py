@@ -15,8 +15,9 @@ from shared.consumer import queue_name
 from shared.db import make_engine, migrate
 from shared.dependencies import log_for
 from shared.dlq import dlq_name
-from shared.eventlog import EventLog, NewEvent
+from shared.eventlog import EventLog
 from shared.observability import Observability, read_figures
+from shared.records import NewEvent
 from shared.relay import Relay
 from shared.web import LavoroHttp, bound_port
 from tests.helpers import wait_for

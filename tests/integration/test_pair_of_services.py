@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from nameko.containers import ServiceContainer
 
 from shared import tables as t
-from shared.consumer import IncomingEvent, handles, queue_name
+from shared.consumer import handles, queue_name
 from shared.dependencies import EventStore, log_for
 from shared.dlq import dlq_name
-from shared.eventlog import NewEvent
 from shared.projections import Amount, Projection
+from shared.records import IncomingEvent, NewEvent
 from shared.relay import RelayExtension
 from shared.schemas import Money, Schema
 from shared.web import bound_port, command, json_response

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from shared.clock import FixedClock
 from shared.db import write_transaction
-from shared.eventlog import EventLog, NewEvent, Upcasters
+from shared.eventlog import EventLog, Upcasters
 from shared.projections import Amount, Projection, replay_as_of
+from shared.records import NewEvent
 
 D = Decimal
 

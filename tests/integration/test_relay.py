@@ -18,8 +18,9 @@ from nameko.testing.utils import get_extension
 
 from shared.clock import parse_ts
 from shared.dependencies import EventStore, log_for
-from shared.eventlog import EventLog, NewEvent
+from shared.eventlog import EventLog
 from shared.leader import leader_lock
+from shared.records import NewEvent
 from shared.relay import PUBLIC_EXCHANGE, PublishRejected, Relay, RelayExtension
 from tests.helpers import wait_for
 

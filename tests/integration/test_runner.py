@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 from shared import services
 from shared.auth import hash_token, read_tokens_file
 from shared.cli import app
-from shared.consumer import IncomingEvent, handles
+from shared.consumer import handles
 from shared.db import ROOT
 from shared.dependencies import EventStore
-from shared.eventlog import NewEvent
 from shared.observability import Observable
 from shared.projections import Projection
+from shared.records import IncomingEvent, NewEvent
 from shared.relay import RelayExtension
 from shared.runner import service_settings
 from shared.schemas import Schema

@@ -18,12 +18,12 @@ import pytest
 from marshmallow import fields
 
 from shared import unit_of_work
-from shared.aggregates import Aggregate
 from shared.contracts import BrokenContract, Contracts
 from shared.db import make_engine, migrate
 from shared.dependencies import Store
 from shared.errors import ConcurrencyError, RuleViolation
-from shared.eventlog import EventLog, NewEvent, RecordedEvent
+from shared.eventlog import EventLog
+from shared.records import Aggregate, NewEvent, RecordedEvent
 from shared.schemas import Money, Schema
 from shared.testing import MemoryStore
 from tests import infra

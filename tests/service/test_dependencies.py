@@ -14,7 +14,6 @@ from nameko.extensions import Entrypoint
 from nameko.testing.services import entrypoint_hook
 
 from shared import inbox
-from shared.aggregates import Aggregate
 from shared.clock import UTC
 from shared.dependencies import (
     ACTOR_KEY,
@@ -26,9 +25,9 @@ from shared.dependencies import (
     notify_channel,
     store_for,
 )
-from shared.eventlog import ANY_VERSION, NewEvent
-from shared.inbox import IncomingEvent
+from shared.eventlog import ANY_VERSION
 from shared.projections import Projection
+from shared.records import Aggregate, IncomingEvent, NewEvent
 
 
 class Call(Entrypoint):

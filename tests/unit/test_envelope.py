@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.canonical import canonical_slow
+from shared.chain import envelope_of, envelope_text
 from shared.clock import UTC, format_ts
-from shared.eventlog import envelope_of, envelope_text
 
 texts = st.text().filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s))
 maybe_text = st.none() | texts
@@ -73,7 +73,7 @@ def test_hand_written_envelope_equals_rfc8785(
 def test_to_text_is_the_json_of_to_json():
     import json
 
-    from shared.eventlog import RecordedEvent
+    from shared.records import RecordedEvent
 
     stamp = dt.datetime(2024, 3, 1, 9, 30, 0, 120, tzinfo=UTC)
     event = RecordedEvent(

@@ -14,8 +14,8 @@ import pytest
 import structlog
 
 from shared.clock import UTC
-from shared.eventlog import RecordedEvent
 from shared.logs import bind_event, bind_request, configure_logging, get_logger
+from shared.records import RecordedEvent
 
 EVENT_KEYS = ("event_id", "stream", "correlation_id", "causation_id")
 

@@ -10,9 +10,9 @@ from marshmallow import fields, validate
 
 from shared.clock import UTC, format_ts
 from shared.errors import InvalidInput
+from shared.money import MAX_INTEGER_DIGITS, format_money, parse_money
 from shared.schemas import (
     ERASED,
-    MAX_INTEGER_DIGITS,
     LocalDate,
     Money,
     Personal,
@@ -20,10 +20,8 @@ from shared.schemas import (
     UtcDateTime,
     ValidationError,
     error_body,
-    format_money,
     load_input,
     map_personal,
-    parse_money,
 )
 
 
@@ -357,7 +355,8 @@ def test_a_json_number_with_a_fraction_is_refused_as_money_but_exact_elsewhere()
 
     from marshmallow import fields as mf
 
-    from shared.schemas import JsonFraction, Money, Schema
+    from shared.money import JsonFraction
+    from shared.schemas import Money, Schema
 
     class Tranche(Schema):
         amount = Money(required=True)

@@ -18,7 +18,7 @@ from services.ledger.service import LedgerService
 from shared.clock import UTC
 from shared.consumer import queue_name
 from shared.dlq import dlq_name
-from shared.eventlog import RecordedEvent
+from shared.records import RecordedEvent
 from shared.relay import PUBLIC_EXCHANGE
 from shared.web import bound_port
 from tests.helpers import wait_for

@@ -22,7 +22,7 @@ from shared.clock import UTC, FixedClock
 from shared.consumer import queue_name
 from shared.dependencies import EventStore, log_for
 from shared.dlq import dlq_name
-from shared.eventlog import RecordedEvent
+from shared.records import RecordedEvent
 from shared.web import bound_port
 
 TOKEN = "calls-test-operator-" + uuid.uuid4().hex

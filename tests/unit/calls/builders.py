@@ -13,7 +13,7 @@ from typing import Any
 from services.calls import awards, domain
 from services.calls.rules import call_stream
 from shared.clock import UTC
-from shared.eventlog import NewEvent, RecordedEvent
+from shared.records import NewEvent, RecordedEvent
 
 # The call below is open from 1 March (Bologna) to 31 March 2024, DST starting on the 31st.
 OPENS_ON, CLOSES_ON = dt.date(2024, 3, 1), dt.date(2024, 3, 31)

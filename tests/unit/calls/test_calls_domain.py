@@ -15,11 +15,11 @@ from services.calls.rules import (
     OutsideWindow,
     RankingBeforeClose,
     WrongState,
-    window,
 )
 from shared.clock import UTC
+from shared.days import window
 from shared.errors import InvalidInput, NotFound
-from shared.eventlog import NewEvent
+from shared.records import NewEvent
 from tests.unit.calls.builders import (
     AFTER,
     CALL_ID,

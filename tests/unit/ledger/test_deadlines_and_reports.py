@@ -1,16 +1,14 @@
-"""The rules of time (80-day payment deadline, five-year retention, the end of a day in Bologna)
-and the reports built on them: late payments, retention per document, the CSV export."""
+"""The rules of time (80-day payment deadline, five-year retention) and the reports built on
+them: late payments, retention per document, the CSV export."""
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 
 import pytest
 
 from services.ledger import deadlines, reports
-from shared.clock import UTC
 from tests.unit.ledger.memory import CUP, d, day
 
 
@@ -29,31 +27,6 @@ def test_documents_are_kept_five_years_from_31_december_of_the_last_payment(
     last_payment, keep_until
 ):
     assert deadlines.retain_until(day(last_payment)) == day(keep_until)
-
-
-@pytest.mark.parametrize(
-    ("local_day", "utc_instant"),
-    [
-        ("2024-01-15", dt.datetime(2024, 1, 15, 22, 59, 59, 999999, tzinfo=UTC)),  # CET
-        ("2024-07-15", dt.datetime(2024, 7, 15, 21, 59, 59, 999999, tzinfo=UTC)),  # CEST
-        ("2024-03-30", dt.datetime(2024, 3, 30, 22, 59, 59, 999999, tzinfo=UTC)),  # before DST
-        ("2024-03-31", dt.datetime(2024, 3, 31, 21, 59, 59, 999999, tzinfo=UTC)),  # DST began
-        ("2024-10-27", dt.datetime(2024, 10, 27, 22, 59, 59, 999999, tzinfo=UTC)),  # DST ended
-    ],
-)
-def test_the_end_of_a_day_is_bologna_midnight_less_a_microsecond_in_utc(local_day, utc_instant):
-    end = deadlines.end_of_day(day(local_day))
-    assert end == utc_instant
-    assert end.tzinfo is not None
-    assert deadlines.office_day(end) == day(local_day)
-    assert deadlines.office_day(end + dt.timedelta(microseconds=1)) == day(
-        local_day
-    ) + dt.timedelta(days=1)
-
-
-def test_the_office_day_refuses_a_naive_time():
-    with pytest.raises(ValueError):
-        deadlines.office_day(dt.datetime(2024, 1, 1, 12))
 
 
 def a_payment(payment_id: str, claim: str, paid: str, amount: str = "100.00") -> dict:

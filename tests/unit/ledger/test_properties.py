@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ledger import domain, handlers
-from services.ledger.state import ZERO
 from shared import unit_of_work
 from shared.errors import LavoroError
+from shared.money import ZERO
 from tests.unit.ledger.memory import (
     CUP,
     LINES,
