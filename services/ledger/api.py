@@ -13,7 +13,7 @@ from marshmallow import ValidationError, fields, validate
 from shared.schemas import LocalDate, Money, Schema
 
 from . import domain
-from .schemas import CUP, positive
+from .events import CUP, positive
 from .state import LINES
 
 REFERENCE = [

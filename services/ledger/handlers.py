@@ -13,7 +13,8 @@ import datetime as dt
 from shared.records import Aggregate
 from shared.unit_of_work import Plan, Session
 
-from . import domain, flows
+from . import domain
+from .domain import answers
 from .state import Commitment, Project
 
 PROJECT = Aggregate("ledger_project", Project, domain.evolve_project)
@@ -62,7 +63,7 @@ def disburse(cmd: domain.DisbursePayment) -> Plan:
 def award(event: domain.GrantAward) -> Plan:
     """calls' `grant_awarded` (F1): the commitment, or its rejection."""
     commitment_id = domain.grant_commitment_id(event.award_id)
-    return lambda s: flows.answer_award(
+    return lambda s: answers.answer_award(
         project(s, event.project_cup), commitment(s, commitment_id), event
     )
 
@@ -73,7 +74,7 @@ def tranche(event: domain.TrancheRequest, today: dt.date) -> Plan:
     def plan(s: Session) -> domain.Decision:
         found = commitment(s, domain.grant_commitment_id(event.award_id))
         owner = project(s, found.project_cup) if found.recorded else None
-        return flows.answer_tranche(owner, found, event, today)
+        return answers.answer_tranche(owner, found, event, today)
 
     return plan
 

@@ -29,8 +29,8 @@ from shared.service import Service
 from shared.unit_of_work import Outcome
 from shared.web import CommandRequest, QueryRequest, command, query
 
-from . import api, domain, handlers, readmodels, reports, schemas
-from .queries import Books, History
+from . import api, domain, events, handlers, readmodels
+from .queries import Books, History, reports
 
 
 class LedgerService(Service):
@@ -40,8 +40,8 @@ class LedgerService(Service):
         "The books of PN Metro Plus project CUP F31D23000140007: programmed, admitted, legally "
         "binding and disbursed, every euro traced to its cause."
     )
-    store = EventStore(projections=[readmodels.projection], contracts=schemas.CONTRACTS)
-    relay = RelayExtension(public=schemas.CONTRACTS.public)
+    store = EventStore(projections=[readmodels.projection], contracts=events.CONTRACTS)
+    relay = RelayExtension(public=events.CONTRACTS.public)
     history = History()
 
     def _books(self) -> Books:

@@ -23,7 +23,7 @@ from tests.service.calls.harness import (
     payment_rejected,
 )
 
-ledger_schemas = pytest.importorskip("services.ledger.schemas")
+ledger_schemas = pytest.importorskip("services.ledger.events")
 
 
 @pytest.fixture(scope="module")

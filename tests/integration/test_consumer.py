@@ -21,6 +21,7 @@ import kombu
 import pytest
 import sqlalchemy as sa
 from amqp.exceptions import PreconditionFailed
+from marshmallow import fields, validate
 from nameko.containers import ServiceContainer
 from nameko.standalone.events import get_event_exchange
 
@@ -28,10 +29,12 @@ from shared import inbox
 from shared import tables as t
 from shared.clock import UTC
 from shared.consumer import consumer_stats, handles, queue_name
+from shared.contracts import Contracts
 from shared.dependencies import EventStore, log_for
 from shared.dlq import dlq_name
 from shared.eventlog import ANY_VERSION
 from shared.records import IncomingEvent, NewEvent, RecordedEvent
+from shared.schemas import Schema
 from tests.helpers import wait_for
 
 FAST = {
@@ -431,3 +434,46 @@ def test_config_renames_a_source_without_touching_the_service(harness):
     harness.publish(body)
     wait_for(lambda: len(behaviour.calls) == 1, 10, "the renamed source's event handled")
     assert behaviour.calls[0].id == body["id"] and behaviour.calls[0].source == harness.source
+
+
+class ThingV1(Schema):
+    n = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+def contract_service(name: str, source: str, received: list[tuple[IncomingEvent, Any]]) -> type:
+    """A consumer that declares its contract for the source's `thing_happened` v1."""
+    contracts = Contracts(emitted={}, consumed={source: {("thing_happened", 1): ThingV1}})
+
+    class Consumer:
+        store = EventStore(contracts=contracts)
+
+        @handles(source, "thing_happened")
+        def on_thing(self, event: IncomingEvent, message: Any) -> None:
+            received.append((event, message))
+
+    Consumer.name = name
+    return Consumer
+
+
+def test_a_handler_gets_the_payload_its_contract_loads_and_a_broken_one_is_parked_at_once(
+    harness,
+):
+    received: list[tuple[IncomingEvent, Any]] = []
+    container = harness.start(contract_service(harness.service, harness.source, received))
+    broken = a_body("thing-1", data={"n": -3})  # breaks the contract: parked, never retried
+    unknown = {**a_body("thing-2"), "schema_version": 2}  # no contract for v2
+    good = a_body("thing-3", data={"n": 7})
+    harness.publish(broken, unknown, good)
+    stats = consumer_stats(container)
+    wait_for(lambda: stats["broken_contract"] == 2 and stats["handled"] == 1, message="parked")
+
+    assert [(event.id, message) for event, message in received] == [(good["id"], {"n": 7})]
+    assert stats["retries"] == 0
+    with engine_of(container).connect() as conn:
+        letters = conn.execute(sa.select(t.dead_letters).order_by(t.dead_letters.c.id)).all()
+    assert [(row.event_id, row.status, row.attempts) for row in letters] == [
+        (broken["id"], "parked", 1),
+        (unknown["id"], "parked", 1),
+    ]
+    assert "breaks its contract" in letters[0].error and "n" in letters[0].error
+    assert "no contract for" in letters[1].error and "v2" in letters[1].error

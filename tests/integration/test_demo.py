@@ -24,7 +24,8 @@ from nameko.containers import ServiceContainer
 from typer.testing import CliRunner
 
 from services.calls import ranking
-from services.ledger import readmodels, schemas, seed
+from services.ledger import events as schemas
+from services.ledger import readmodels, seed
 from services.ledger.service import LedgerService
 from shared import demo, services
 from shared.cli import app

@@ -11,7 +11,8 @@ import io
 import sqlalchemy as sa
 from openapi_spec_validator import validate
 
-from services.ledger import readmodels, schemas
+from services.ledger import events as schemas
+from services.ledger import readmodels
 from services.ledger.service import LedgerService
 from shared.clock import UTC, FixedClock
 from shared.dependencies import EventStore

@@ -9,7 +9,8 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from services.ledger import domain, handlers, schemas
+from services.ledger import domain, handlers
+from services.ledger import events as schemas
 from services.ledger.state import Commitment, Project
 from shared import unit_of_work
 from shared.testing import MemoryStore as ChassisMemoryStore

@@ -8,7 +8,8 @@ import io
 
 import pytest
 
-from services.ledger import deadlines, reports
+from services.ledger.domain import deadlines
+from services.ledger.queries import reports
 from tests.unit.ledger.memory import CUP, d, day
 
 

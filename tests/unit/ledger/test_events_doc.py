@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.ledger import domain, schemas
+from services.ledger import domain
+from services.ledger import events as schemas
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "events.md"
 _ROW = re.compile(

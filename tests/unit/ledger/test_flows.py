@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from services.ledger import handlers
-from services.ledger.schemas import EVENTS, PUBLIC
+from services.ledger.events import EVENTS, PUBLIC
 from shared import unit_of_work
 from tests.unit.ledger.memory import CUP, MemoryStore, a_tranche, an_award, d, funded
 

@@ -9,7 +9,8 @@ from collections import defaultdict
 
 import pytest
 
-from services.ledger import api, domain, schemas, seed
+from services.ledger import api, domain, seed
+from services.ledger import events as schemas
 from shared.errors import InvalidInput
 from shared.schemas import load_input
 from tests.unit.ledger.memory import CUP, d, day

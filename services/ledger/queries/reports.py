@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.money import money_text
 
-from .deadlines import PAYMENT_DAYS, days_late, payment_deadline, retain_until
+from ..domain.deadlines import PAYMENT_DAYS, days_late, payment_deadline, retain_until
 
 CSV_COLUMNS = (
     "record",

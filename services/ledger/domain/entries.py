@@ -13,7 +13,7 @@ from decimal import Decimal
 from shared.money import ZERO, money_text
 from shared.records import NewEvent
 
-from .state import ENTRY_POSTED, Commitment, Project
+from ..state import ENTRY_POSTED, Commitment, Project
 
 
 def programmed(

@@ -16,8 +16,7 @@ import datetime as dt
 
 from shared.money import ZERO
 
-from . import entries
-from .commands import (
+from ..commands import (
     Decision,
     GrantAward,
     TrancheRequest,
@@ -25,8 +24,8 @@ from .commands import (
     grant_commitment_id,
     tranche_payment_id,
 )
-from .domain import commitment_room, payment_room, post
-from .state import Commitment, Project
+from ..state import Commitment, Project
+from . import commitment_room, entries, payment_room, post
 
 
 def answer_award(project: Project, commitment: Commitment, award: GrantAward) -> Decision:

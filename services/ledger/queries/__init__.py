@@ -22,7 +22,7 @@ from shared.eventlog import EventLog
 from shared.money import ZERO
 from shared.projections import replay_as_of
 
-from .readmodels import (
+from ..readmodels import (
     Reader,
     admissions,
     commitments,

@@ -37,8 +37,7 @@ from shared.errors import Conflict, NotFound, RuleViolation
 from shared.money import ZERO, money_text
 from shared.records import NewEvent, RecordedEvent
 
-from . import entries
-from .commands import (
+from ..commands import (
     KINDS,
     AdmitFunding,
     Decision,
@@ -56,7 +55,8 @@ from .commands import (
     slug,
     tranche_payment_id,
 )
-from .state import LINES, Commitment, Line, Project, apply_commitment, apply_project
+from ..state import LINES, Commitment, Line, Project, apply_commitment, apply_project
+from . import entries
 
 __all__ = [
     "KINDS",
