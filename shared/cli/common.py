@@ -1,5 +1,8 @@
 """What every `lavoro` command shares: one-line errors, JSON and tables on stdout, and opening a
-service's database with the configuration the service itself uses."""
+service's database with the configuration the service itself uses.
+
+A service's own commands (its registry entry's `cli` module) use these too.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from rich.console import Console
 
 from shared import services
 from shared.auth import TokenConfigError
+from shared.client import ClientError
 from shared.config import ConfigError
 from shared.errors import NotFound
 
@@ -42,6 +46,7 @@ def cli_errors(fn: F) -> F:
             raise
         except (
             CliError,
+            ClientError,
             services.UnknownService,
             services.RegistryError,
             ConfigError,

@@ -9,7 +9,8 @@ from collections import defaultdict
 
 import pytest
 
-from services.ledger import api, domain, schemas, seed
+from services.ledger import api, domain, schemas
+from services.ledger import demo as seed
 from shared.errors import InvalidInput
 from shared.schemas import load_input
 from tests.unit.ledger.memory import CUP, d, day
