@@ -46,11 +46,12 @@ def run(
     """
     from kombu.utils.url import sanitize_url
 
-    from shared.config import amqp_uri
+    from shared.config import amqp_uri, log_format
     from shared.observability import broker_answers, local_url
     from shared.runner import WEB_SERVER_KEY, Supervisor, ensure_dev_tokens, service_settings
     from shared.runner import upgrade as upgrade_database
 
+    log_format()  # a malformed LOG_FORMAT is one line now, not one per service
     uri = amqp_uri()
     refused = broker_answers(uri, timeout=3.0)
     if refused is not None:
@@ -118,9 +119,11 @@ def serve(service: str = typer.Argument(..., help="the registered service to run
 
     Example: lavoro serve ledger
     """
+    from shared.config import log_format
     from shared.db import ROOT
 
     services.get(service)  # an unknown name is a one-line error here, before the exec
+    log_format()  # and so is a malformed LOG_FORMAT
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     sys.stdout.flush()
