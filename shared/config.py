@@ -9,6 +9,7 @@ works on one machine.
 | workers per process | `<SERVICE>_MAX_WORKERS`, then `LAVORO_MAX_WORKERS` | 10 |
 | API tokens | `LAVORO_TOKENS_FILE`, `LAVORO_TOKENS` | `var/tokens.json` (see shared.auth) |
 | log level | `LOG_LEVEL` | `INFO` |
+| log format | `LOG_FORMAT`: `json` or `console` | `console` on a terminal, else `json` |
 
 A service's `config.yaml` may hold `${ENV:default}` placeholders only; it is read with nameko's
 own substitution (the one `nameko run --config` uses), so it means the same in both places.
@@ -40,6 +41,8 @@ DEFAULT_AMQP_URI = "amqp://guest:guest@localhost:5672/"
 DATABASE_URL_KEY = "DATABASE_URL"
 SERVICE_NAME_KEY = "SERVICE_NAME"
 LOG_LEVEL_KEY = "LOG_LEVEL"
+LOG_FORMAT_KEY = "LOG_FORMAT"
+LOG_FORMATS = ("json", "console")  # as shared.logs renders them
 
 # One port per service so that all five can run on one machine without a proxy; the registry
 # (shared/services.py) is where a service and its port are declared, once.
@@ -113,6 +116,18 @@ def http_address(service: str, env: Mapping[str, str] | None = None) -> str:
     return f"0.0.0.0:{HTTP_PORTS[service]}"
 
 
+def log_format(env: Mapping[str, str] | None = None) -> str | None:
+    """`LOG_FORMAT`, `json` or `console` (any case); None when unset, and shared.logs then
+    chooses by whether stdout is a terminal."""
+    env = os.environ if env is None else env
+    value = env.get(LOG_FORMAT_KEY, "")
+    if not value.strip():
+        return None
+    if value.strip().lower() not in LOG_FORMATS:
+        raise ConfigError(f"{LOG_FORMAT_KEY}={value!r}: expected json or console")
+    return value.strip().lower()
+
+
 def max_workers(service: str, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     for name in (_env_name(service, "MAX_WORKERS"), "LAVORO_MAX_WORKERS"):
@@ -138,6 +153,7 @@ def service_config(service: str, path: Path | str | None = None) -> dict[str, An
         DATABASE_URL_KEY: default_url(service),
         MAX_WORKERS_CONFIG_KEY: max_workers(service),
         LOG_LEVEL_KEY: os.environ.get(LOG_LEVEL_KEY, "INFO"),
+        LOG_FORMAT_KEY: log_format(),
     }
     for key in (TOKENS_FILE_KEY, TOKENS_KEY):
         if os.environ.get(key):

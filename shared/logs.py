@@ -1,4 +1,12 @@
-"""Logging: one JSON object a line on stdout, for structlog and standard-library loggers alike.
+"""Logging: every line of a process on stdout, for structlog and standard-library loggers alike,
+in one of two formats (`LOG_FORMAT`, read by shared.config):
+
+- `json`: one JSON object a line, for machines (containers, CI, anything reading a pipe);
+- `console`: structlog's ConsoleRenderer, for a person at a terminal: time, service, level,
+  message, then the ids bound (event id, stream, correlation id, ...), then the rest as
+  key=value; colours only on a terminal, a traceback after its line.
+
+Unset, it is `console` when stdout is a terminal and `json` when it is not.
 
 Every line carries `service`, `level`, `logger`, `timestamp` and `message`, plus whatever is bound
 in the current context: `event_id`, `stream`, `correlation_id`, `causation_id` while an event is
@@ -17,6 +25,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -30,6 +39,19 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from shared.clock import format_ts
 
 _HANDLER_MARK = "_lavoro_handler"
+FORMATS = ("json", "console")
+# After time, service, level and message, what a person looks for first on a console line.
+KEY_FIELDS = (
+    "event_id",
+    "stream",
+    "event_type",
+    "position",
+    "correlation_id",
+    "causation_id",
+    "actor",
+    "command_id",
+)
+SERVICE_WIDTH = 12  # the longest registered name, safeguarding: the messages line up
 
 
 def _json_default(value: Any) -> Any:
@@ -64,6 +86,73 @@ def _first_keys_first(_logger: WrappedLogger, _name: str, event_dict: EventDict)
     return ordered
 
 
+def _key_fields_first(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    # Console: the key fields in a fixed order after the columns, the logger's name last.
+    ordered = {key: event_dict.pop(key) for key in KEY_FIELDS if key in event_dict}
+    logger = event_dict.pop("logger", None)
+    ordered.update(event_dict)
+    if logger is not None:
+        ordered["logger"] = logger
+    return ordered
+
+
+def default_format(stream: IO[str]) -> str:
+    """`console` when `stream` is a terminal, else `json`."""
+    isatty = getattr(stream, "isatty", None)
+    return "console" if isatty is not None and isatty() else "json"
+
+
+def _console_value(value: Any) -> str:
+    # As structlog shows a value (a string with spaces or quotes in quotes), but an amount, an
+    # id or a time as the JSON line has it: `10.50`, not `Decimal('10.50')`.
+    if isinstance(value, str):
+        return repr(value) if set(value) & set(" \t=\r\n\"'") else value
+    if isinstance(value, decimal.Decimal | uuid.UUID | dt.date):
+        return str(_json_default(value))
+    return repr(value)
+
+
+def _console_renderer(colors: bool) -> structlog.dev.ConsoleRenderer:
+    renderer = structlog.dev.ConsoleRenderer(
+        colors=colors,
+        event_key="message",
+        sort_keys=False,
+        pad_event_to=40,
+        # No locals in a traceback: they may hold personal data or a token.
+        exception_formatter=structlog.dev.plain_traceback,
+    )
+
+    def style(code: str) -> str:
+        return code if colors else ""
+
+    reset = style(structlog.dev.RESET_ALL)
+    fields = structlog.dev.Column(
+        "",
+        structlog.dev.KeyValueColumnFormatter(
+            key_style=style(structlog.dev.CYAN),
+            value_style=style(structlog.dev.MAGENTA),
+            reset_style=reset,
+            value_repr=_console_value,
+        ),
+    )
+    service = structlog.dev.Column(
+        "service",
+        structlog.dev.KeyValueColumnFormatter(
+            key_style=None,
+            value_style=style(structlog.dev.BLUE),
+            reset_style=reset,
+            value_repr=str,
+            width=SERVICE_WIDTH,
+        ),
+    )
+    # Its own columns: timestamp, level, message, logger. The service goes after the time, the
+    # logger's name to the end of the line (_key_fields_first), the rest as key=value.
+    columns = [c for c in renderer.columns if c.key not in ("", "logger", "logger_name")]
+    at = next(i for i, c in enumerate(columns) if c.key == "timestamp") + 1
+    renderer.columns = [fields, *columns[:at], service, *columns[at:]]
+    return renderer
+
+
 class _ExpectedErrorsWithoutTraceback(logging.Filter):
     """nameko logs a worker's *expected* exception (a domain refusal: 404, 409...) as a warning
     with its traceback. The edge logs the refusal with its reason; the traceback of a rule doing
@@ -77,11 +166,19 @@ class _ExpectedErrorsWithoutTraceback(logging.Filter):
 
 
 def configure_logging(
-    service: str, level: str | int = "INFO", *, stream: IO[str] | None = None
+    service: str,
+    level: str | int = "INFO",
+    *,
+    stream: IO[str] | None = None,
+    fmt: str | None = None,
 ) -> logging.Handler:
-    """Send every log line of this process to `stream` (stdout) as JSON. Calling it again replaces
-    the handler it installed before; other handlers on the root logger are left alone. Returns
-    the handler (tests remove it when done)."""
+    """Send every log line of this process to `stream` (stdout), as `fmt` (`json` or `console`;
+    None: `default_format(stream)`). Calling it again replaces the handler it installed before;
+    other handlers on the root logger are left alone. Returns the handler (tests remove it)."""
+    out = stream if stream is not None else sys.stdout
+    fmt = fmt or default_format(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r}: expected json or console")
     shared: list[Processor] = [
         merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -101,17 +198,26 @@ def configure_logging(
         # Not cached: a logger taken at import time must follow a later configure_logging.
         cache_logger_on_first_use=False,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+    rendering: list[Processor]
+    if fmt == "json":
+        rendering = [
             structlog.processors.format_exc_info,
             structlog.processors.EventRenamer("message"),
             _first_keys_first,
             structlog.processors.JSONRenderer(serializer=_dumps),
-        ],
+        ]
+    else:
+        colors = default_format(out) == "console" and not os.environ.get("NO_COLOR")
+        rendering = [
+            structlog.processors.EventRenamer("message"),
+            _key_fields_first,
+            _console_renderer(colors),
+        ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
-    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     handler.addFilter(_ExpectedErrorsWithoutTraceback())
     setattr(handler, _HANDLER_MARK, True)

@@ -2,7 +2,7 @@
 
     from shared.openapi import document, openapi_spec
 
-    class Calls:
+    class CallsService:
         name = "calls"
 
         @command("POST", "/calls", schema=OpenCall)
@@ -14,7 +14,7 @@
         @document(response=CallOut, query=CallQuery)
         def get_call(self, request, call_id): ...
 
-    spec = openapi_spec(Calls, title="lavoro calls", version="1")   # a JSON-ready dict
+    spec = openapi_spec(CallsService, title="lavoro calls", version="1")   # a JSON-ready dict
 
 From the endpoints (every `shared.web` entrypoint of the class): method, URL (werkzeug's
 `<name>` becomes a path parameter), a command's body schema, whether the endpoint is public.

@@ -2,12 +2,15 @@
 
 - `python -m shared.runner <service>` (what `lavoro serve <service>` execs, and the Docker image's
   entrypoint): one service in this process. It builds the nameko config from the environment
-  (shared.config.service_config), logs JSON (shared.logs), upgrades the service's database, runs
-  its ServiceContainer (HTTP, relay, consumers) and stops it gracefully on SIGTERM or SIGINT: in
-  flight work finishes, unacknowledged messages go back to the broker, the relay stops after its
-  batch and releases its lock. A second signal kills at once.
+  (shared.config.service_config), logs as `LOG_FORMAT` says (shared.logs; JSON unless stdout is
+  a terminal), upgrades the service's database, runs its ServiceContainer (HTTP, relay,
+  consumers) and stops it gracefully on SIGTERM or SIGINT: in flight work finishes,
+  unacknowledged messages go back to the broker, the relay stops after its batch and releases
+  its lock. A second signal kills at once.
 - `Supervisor` (what `lavoro run` uses): every service in a child process of its own, watched;
-  SIGTERM/SIGINT to the supervisor stops them all the same graceful way.
+  SIGTERM/SIGINT to the supervisor stops them all the same graceful way. The children write to
+  the supervisor's own stdout; it decides their log format once, from that stdout (a person at
+  a terminal reads console lines), and passes it down in `LOG_FORMAT`.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ from shared.auth import (  # noqa: E402
 )
 from shared.config import (  # noqa: E402
     DATABASE_URL_KEY,
+    LOG_FORMAT_KEY,
     LOG_LEVEL_KEY,
     ConfigError,
+    log_format,
     service_config,
 )
 from shared.db import ROOT  # noqa: E402
@@ -158,7 +163,7 @@ def serve(name: str) -> int:
     patch_psycopg()
     spec = services.get(name)
     settings = service_settings(spec)
-    configure_logging(name, settings.get(LOG_LEVEL_KEY, "INFO"))
+    configure_logging(name, settings.get(LOG_LEVEL_KEY, "INFO"), fmt=settings.get(LOG_FORMAT_KEY))
     log = structlog.get_logger("lavoro.runner")
     try:
         database = upgrade(spec)
@@ -169,7 +174,7 @@ def serve(name: str) -> int:
             )
         container = ServiceContainer(cls, settings)
     except Exception:
-        # One JSON line with the traceback; the restart policy (compose) or the operator retries.
+        # One log line with the traceback; the restart policy (compose) or the operator retries.
         log.exception("service.failed_to_start")
         return 1
     stop: Event = Event()
@@ -239,13 +244,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def spawn(spec: services.ServiceSpec, address: str, database: str) -> Child:
-    """Start `python -m shared.runner <service>` serving HTTP at `address`, in a session of its
-    own: a Ctrl-C in the terminal reaches only the supervisor, which stops each child once."""
+def child_environment(spec: services.ServiceSpec, address: str) -> dict[str, str]:
+    """The environment of a child serving `spec` at `address`: this process's, with its HTTP
+    address, the checkout on the path, and the log format decided here (`LOG_FORMAT`, else by
+    whether this process's stdout, which the child writes to, is a terminal)."""
+    from shared.logs import default_format
+
     env = dict(os.environ)
     env[spec.http_env] = address
     # The checkout on the path, so that a child finds `services` (and a test's own service).
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env[LOG_FORMAT_KEY] = log_format() or default_format(sys.stdout)
+    return env
+
+
+def spawn(spec: services.ServiceSpec, address: str, database: str) -> Child:
+    """Start `python -m shared.runner <service>` serving HTTP at `address`, in a session of its
+    own: a Ctrl-C in the terminal reaches only the supervisor, which stops each child once."""
+    env = child_environment(spec, address)
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.runner", spec.name],
         env=env,

@@ -5,6 +5,12 @@ Adding a service is one entry in `REGISTRY`: its name, the nameko class as
 `"services.<name>.service:<Name>Service"`, and its HTTP port. A registered service whose module does
 not exist yet is known (its database can be audited) but not started.
 
+An entry may also name, as dotted module names, what the service adds to the `lavoro` command;
+the chassis imports them only when it needs them, so shared/ imports no service:
+- `demo`: a module whose `contribution` (a `shared.demo.Contribution`) is its part of
+  `lavoro demo` (`demo_of`);
+- `cli`: a module whose `app` (a `typer.Typer`) is the group `lavoro <name> ...` (`cli_of`).
+
 `LAVORO_SERVICES="name=module:Class[@port],..."` replaces the registry for one process and its
 children: tests use it to run a small service of their own through the real `lavoro run`.
 """
@@ -20,6 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 OVERRIDE_KEY = "LAVORO_SERVICES"
+DEMO_ATTRIBUTE = "contribution"  # in a service's `demo` module
+CLI_ATTRIBUTE = "app"  # in a service's `cli` module
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -39,6 +47,8 @@ class ServiceSpec:
     name: str
     target: str  # "services.ledger.service:LedgerService"
     port: int | None  # its HTTP port; None: `<NAME>_HTTP` must say
+    demo: str | None = None  # "services.ledger.demo": its part of `lavoro demo`
+    cli: str | None = None  # "services.ledger.cli": its commands, `lavoro ledger ...`
 
     @property
     def module(self) -> str:
@@ -85,10 +95,18 @@ REGISTRY: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
         ServiceSpec("placement", "services.placement.service:PlacementService", 8001),
-        ServiceSpec("calls", "services.calls.service:Calls", 8002),
+        ServiceSpec(
+            "calls", "services.calls.service:CallsService", 8002, demo="services.calls.demo"
+        ),
         ServiceSpec("safeguarding", "services.safeguarding.service:SafeguardingService", 8003),
         ServiceSpec("charters", "services.charters.service:ChartersService", 8004),
-        ServiceSpec("ledger", "services.ledger.service:LedgerService", 8005),
+        ServiceSpec(
+            "ledger",
+            "services.ledger.service:LedgerService",
+            8005,
+            demo="services.ledger.demo",
+            cli="services.ledger.cli",
+        ),
     )
 }
 
@@ -133,6 +151,26 @@ def get(name: str, env: Mapping[str, str] | None = None) -> ServiceSpec:
 def available(env: Mapping[str, str] | None = None) -> list[ServiceSpec]:
     """The registered services whose code exists, in registry order."""
     return [spec for spec in registry(env).values() if spec.exists()]
+
+
+def demo_of(spec: ServiceSpec) -> Any | None:
+    """The service's part of `lavoro demo` (`contribution` in its `demo` module), or None."""
+    return _attribute(spec.demo, DEMO_ATTRIBUTE)
+
+
+def cli_of(spec: ServiceSpec) -> Any | None:
+    """The service's group of `lavoro` commands (`app` in its `cli` module), or None."""
+    return _attribute(spec.cli, CLI_ATTRIBUTE)
+
+
+def _attribute(module_name: str | None, attribute: str) -> Any | None:
+    if module_name is None:
+        return None
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attribute)
+    except AttributeError as exc:
+        raise RegistryError(f"{module_name} has no {attribute}") from exc
 
 
 def event_store_of(cls: type) -> Any | None:

@@ -72,7 +72,7 @@ def _accepted(outcome: flows.Outcome, status: int = 200) -> Response:
     return json_response(status, outputs.Accepted().dump(body))
 
 
-class Calls(Observable):
+class CallsService(Observable):
     name = "calls"
     # What a worker finds at `self.store` is the provider's narrow Store, not the provider.
     store: Store = EventStore(  # type: ignore[assignment]

@@ -27,8 +27,9 @@ import pytest
 import requests
 from kombu.utils.url import parse_url
 
-from services.ledger import seed
-from shared.demo import CLOSE_REASON, SELF_EMPLOYMENT, SOCIAL_INNOVATION
+from services.calls.demo import CLOSE_REASON
+from services.calls.demo_data import SELF_EMPLOYMENT, SOCIAL_INNOVATION
+from services.ledger.demo import CUP
 from tests.helpers import wait_for
 from tests.infra import amqp_uri as broker_uri
 from tests.integration.test_readme import (
@@ -238,7 +239,7 @@ def test_the_demo_records_the_real_programme_once_and_every_log_verifies(system)
             continue
         done = lavoro(env, *args, timeout=60)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
-    assert seed.CUP in lavoro(env, "ledger", "progress").stdout
+    assert CUP in lavoro(env, "ledger", "progress").stdout
 
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 0

@@ -2,10 +2,12 @@
 tests/e2e/test_demo.py).
 
 - The demo's data: its two calls' rankings award exactly the seed's grants, plus one award the
-  labour-policies line has no room for; with the offices' documents the books add up to the
-  published figures; every command has a key of its own, the same on any day; each call is
-  drafted with a 30-day window from the day of the run and closed early, with a reason, once its
-  applications are in (no demo clock: `lavoro run` has no `--demo`).
+  labour-policies line has no room for (the calls' demo data and the ledger's seed are kept by
+  two services that do not import each other: this is where they are held equal); with the
+  offices' documents the books add up to the published figures; the ledger's steps come first;
+  every command has a key of its own, the same on any day; each call is drafted with a 30-day
+  window from the day of the run and closed early, with a reason, once its applications are in
+  (no demo clock: `lavoro run` has no `--demo`).
 - Against a ledger running on the real broker: `lavoro ledger progress` as a table, as JSON and as
   of a day; the demo's ledger steps twice append nothing the second time and refuse a database
   with other books; `lavoro demo` refuses, in one line, to start without the services.
@@ -23,12 +25,15 @@ import pytest
 from nameko.containers import ServiceContainer
 from typer.testing import CliRunner
 
-from services.calls import ranking
+from services.calls import demo as calls_demo
+from services.calls import demo_data, ranking
+from services.ledger import demo as ledger_demo
 from services.ledger import events as schemas
-from services.ledger import readmodels, seed
+from services.ledger import readmodels
 from services.ledger.service import LedgerService
 from shared import demo, services
 from shared.cli import app
+from shared.client import Api
 from shared.clock import UTC, FixedClock
 from shared.consumer import queue_name
 from shared.dependencies import EventStore, log_for
@@ -62,7 +67,7 @@ def one_line_error(result) -> str:
 # -- the data ---------------------------------------------------------------------------------
 
 
-def awards_of(call: demo.DemoCall) -> list[Decimal]:
+def awards_of(call: demo_data.DemoCall) -> list[Decimal]:
     """What the calls service's ranking awards, in ranking order (services/calls/ranking.py,
     the bonus as services/calls/domain.py counts it)."""
     criteria = [ranking.Criterion(*c) for c in call.criteria]
@@ -89,73 +94,102 @@ def awards_of(call: demo.DemoCall) -> list[Decimal]:
     allocations = ranking.allocate(
         ranked,
         pool,
-        available=call.grants.budget,
+        available=d(call.funding.budget),
         cap=d(call.award_cap),
         max_share=d(call.max_share),
     )
     return [a.amount for a in allocations]
 
 
+def grants_of(call: demo_data.DemoCall) -> ledger_demo.CallGrants:
+    """The ledger seed's grants of the call."""
+    return next(g for g in ledger_demo.CALLS if g.reference == call.reference)
+
+
 def test_the_calls_award_exactly_the_seeds_grants_and_one_the_line_has_no_room_for():
-    for call in demo.DEMO_CALLS:
-        expected = [d(a) for a in (*call.grants.awards, *call.grants.over_room)]
+    assert [c.reference for c in demo_data.DEMO_CALLS] == [g.reference for g in ledger_demo.CALLS]
+    assert demo_data.PROJECT_CUP == ledger_demo.CUP
+    for call in demo_data.DEMO_CALLS:
+        grants, funding = grants_of(call), call.funding
+        expected = [d(a) for a in (*grants.awards, *grants.over_room)]
         assert awards_of(call) == expected, call.reference
+        assert (funding.kind, d(funding.budget)) == (grants.kind, grants.budget)
+        assert (funding.confirmed, funding.suspended) == (len(grants.awards), len(grants.over_room))
+        assert funding.advances == grants.advances
         assert any(a.scores is None for a in call.applicants)  # one found inadmissible
         assert any(a.sessions for a in call.applicants)  # co-design
-    assert {a.applicant["kind"] for a in demo.SELF_EMPLOYMENT.applicants} == {"person"}
-    kinds = {a.applicant["kind"] for a in demo.SOCIAL_INNOVATION.applicants}
+    assert {a.applicant["kind"] for a in demo_data.SELF_EMPLOYMENT.applicants} == {"person"}
+    kinds = {a.applicant["kind"] for a in demo_data.SOCIAL_INNOVATION.applicants}
     assert kinds == {"third_sector_body", "informal_group"}
 
     # The line's room when the social innovation call's awards arrive: nine of its ten awards.
-    programmed = {i["budget_line"]: d(i["amount"]) for i in seed.PROJECT["budget_lines"]}
-    offices = sum(d(c.amount) for c in seed.OFFICE_COMMITMENTS if c.budget_line == LINE)
-    room = programmed[LINE] - offices - sum(awards_of(demo.SELF_EMPLOYMENT))
-    social = awards_of(demo.SOCIAL_INNOVATION)
+    programmed = {i["budget_line"]: d(i["amount"]) for i in ledger_demo.PROJECT["budget_lines"]}
+    offices = sum(d(c.amount) for c in ledger_demo.OFFICE_COMMITMENTS if c.budget_line == LINE)
+    room = programmed[LINE] - offices - sum(awards_of(demo_data.SELF_EMPLOYMENT))
+    social = awards_of(demo_data.SOCIAL_INNOVATION)
     assert len(set(social)) == 1  # equal awards: whichever arrives last, the same amount is left
     assert room == sum(social[:-1]) and room < sum(social)
 
 
 def test_with_the_offices_documents_the_demo_ends_on_the_published_figures():
     committed: dict[str, Decimal] = defaultdict(Decimal)
-    for commitment in seed.OFFICE_COMMITMENTS:
+    for commitment in ledger_demo.OFFICE_COMMITMENTS:
         assert commitment.kind != "grant"  # grants come from the calls
         committed[commitment.budget_line] += d(commitment.amount)
-    for call in demo.DEMO_CALLS:
-        committed[LINE] += sum(d(a) for a in call.grants.awards)
-    programmed = {i["budget_line"]: d(i["amount"]) for i in seed.PROJECT["budget_lines"]}
+    for call in demo_data.DEMO_CALLS:
+        committed[LINE] += sum(awards_of(call)[: call.funding.confirmed])
+    programmed = {i["budget_line"]: d(i["amount"]) for i in ledger_demo.PROJECT["budget_lines"]}
     assert dict(committed) == programmed
-    office_paid = sum(d(p.amount) for c in seed.OFFICE_COMMITMENTS for p in c.payments)
-    advances = sum(d(a) for call in demo.DEMO_CALLS for a in call.grants.advances)
-    assert office_paid + advances == seed.EXPECTED["disbursed"] == d("605305.62")
-    # the ledger-only rendition of the same books (services/ledger/seed.py, requests())
-    assert sum(d(c.amount) for c in seed.COMMITMENTS) == seed.EXPECTED["legally_binding"]
+    office_paid = sum(d(p.amount) for c in ledger_demo.OFFICE_COMMITMENTS for p in c.payments)
+    advances = sum(d(a) for call in demo_data.DEMO_CALLS for a in call.funding.advances)
+    assert office_paid + advances == ledger_demo.EXPECTED["disbursed"] == d("605305.62")
+    # the ledger-only rendition of the same books (services/ledger/demo.py, requests())
+    expected = ledger_demo.EXPECTED["legally_binding"]
+    assert sum(d(c.amount) for c in ledger_demo.COMMITMENTS) == expected
+
+
+def test_the_ledgers_steps_come_first_then_the_calls_and_the_ledger_reports_its_figures():
+    found = demo.contributions()
+    assert list(found) == ["ledger", "calls"]  # calls runs after the ledger, its books first
+    assert found["calls"].after == ("ledger",)
+    assert found["ledger"].outcome_label == "ledger: the four figures"
+    steps = demo.script(dt.date(2026, 11, 26), found)
+    services_in_order = [s.label.split(":")[0] for s in steps]
+    first_call = services_in_order.index("calls")
+    assert set(services_in_order[:first_call]) == {"ledger"}
+    assert len(ledger_demo.ledger_steps()) == first_call
 
 
 def test_every_command_has_a_key_of_its_own_the_same_on_any_day():
     today = dt.date(2026, 11, 26)
-    steps = demo.script(today, today)
+    found = demo.contributions()
+    steps = demo.script(today, found)
     commands = [s for s in steps if isinstance(s, demo.Command)]
     keys = [c.key for c in commands]
     assert len(keys) == len(set(keys)) > 100
     for key in keys:
         assert len(key) <= 200 and key.isascii() and key.isprintable() and " " not in key
-    later = demo.script(dt.date(2027, 2, 1), dt.date(2027, 2, 3))
+    later = demo.script(dt.date(2027, 2, 1), found)
     assert [c.key for c in later if isinstance(c, demo.Command)] == keys
-    assert sum(isinstance(s, demo.AwaitAwards) for s in steps) == 2
+    claimed_later = calls_demo.script(dt.date(2027, 2, 1), dt.date(2027, 2, 3))
+    calls_keys = [c.key for c in claimed_later if isinstance(c, demo.Command)]
+    assert calls_keys == [c.key for c in commands if c.service == "calls"]
+    assert sum(isinstance(s, calls_demo.AwaitAwards) for s in steps) == 2
 
 
 def test_each_call_opens_today_for_30_days_and_closes_early_after_its_applications():
     today = dt.date(2026, 11, 26)
-    steps = demo.script(today, today)
+    steps = demo.script(today, demo.contributions())
     labels = [s.label for s in steps]
     drafts = [s for s in steps if isinstance(s, demo.Command) and s.path == "/calls"]
     assert [(d.body["opens_on"], d.body["closes_on"]) for d in drafts] == [
         ("2026-11-26", "2026-12-25")
     ] * 2
-    for call in demo.DEMO_CALLS:
+    for call in demo_data.DEMO_CALLS:
         ref = call.reference
         close = next(s for s in steps if s.label == f"calls: close {ref} early")
-        assert close.body == {"reason": demo.CLOSE_REASON} and 0 < len(close.body["reason"]) <= 500
+        reason = calls_demo.CLOSE_REASON
+        assert close.body == {"reason": reason} and 0 < len(close.body["reason"]) <= 500
         assert close.key == f"lavoro-demo/v1/calls/{ref}/close"
         at = labels.index(close.label)
         submitted = [i for i, label in enumerate(labels) if label.startswith(f"calls: {ref} ")
@@ -163,19 +197,20 @@ def test_each_call_opens_today_for_30_days_and_closes_early_after_its_applicatio
         assert len(submitted) == len(call.applicants) and max(submitted) < at
         assert at < labels.index(f"calls: {ref} evaluation completed")
         # A 409 on the close (closed by an earlier run): done when the call is past published.
-        assert close.check is not None and close.check.same == {"status": demo.CLOSED}
-        assert all(demo._same(state, demo.CLOSED) for state in demo.CLOSED)
-        assert not demo._same("published", demo.CLOSED)
+        assert close.check is not None and close.check.same == {"status": calls_demo.CLOSED}
+        assert all(demo.same(state, calls_demo.CLOSED) for state in calls_demo.CLOSED)
+        assert not demo.same("published", calls_demo.CLOSED)
     assert not any("clock" in label for label in labels)
 
 
 def test_a_figure_off_by_a_cent_is_named_with_what_was_expected():
-    progress = {"total": {name: f"{seed.EXPECTED[name]:.2f}" for name in demo.FIGURES}}
-    assert demo.mismatches(progress) == {}
+    figures = ledger_demo.FIGURES
+    progress = {"total": {name: f"{ledger_demo.EXPECTED[name]:.2f}" for name in figures}}
+    assert ledger_demo.mismatches(progress) == {}
     progress["total"]["disbursed"] = "605305.61"
-    found = demo.mismatches(progress)
+    found = ledger_demo.mismatches(progress)
     assert found == {"disbursed": (d("605305.61"), d("605305.62"))}
-    assert demo.mismatch_line(found) == (
+    assert ledger_demo.mismatch_line(found) == (
         "the ledger's figures differ from the seed's: disbursed 605,305.61 (expected 605,305.62)"
     )
 
@@ -183,7 +218,7 @@ def test_a_figure_off_by_a_cent_is_named_with_what_was_expected():
 def test_lavoro_run_has_no_demo_clock_any_more():
     helped = runner.invoke(app, ["run", "--help"])
     assert helped.exit_code == 0 and "--demo" not in helped.output
-    assert services.REGISTRY["calls"].target == "services.calls.service:Calls"
+    assert services.REGISTRY["calls"].target == "services.calls.service:CallsService"
     assert not hasattr(demo, "ShiftedClock") and not hasattr(demo, "DemoCalls")
 
 
@@ -240,7 +275,7 @@ def test_ledger_progress_as_a_table_as_json_and_as_of_a_day(ledger):
     assert "labour_policies" in table.output and "15.1% of programmed" in table.output
 
     as_json = runner.invoke(app, ["ledger", "progress", "--json", "--token", OPERATOR], env=env)
-    assert json_out(as_json) == client.get(f"/projects/{seed.CUP}/progress").body
+    assert json_out(as_json) == client.get(f"/projects/{ledger_demo.CUP}/progress").body
 
     # The books at the end of a day, as the log had them: nothing before the clock's day.
     day = ["ledger", "progress", "--json", "--token", AUDITOR, "--as-of"]
@@ -287,15 +322,15 @@ def test_the_demo_starts_only_with_both_services_up(ledger):
 
 def test_the_demos_ledger_steps_twice_append_nothing_the_second_time(ledger):
     client, log, _env = ledger
-    books = demo.Api("ledger", client.base, OPERATOR)
-    run = demo.Demo(books, demo.Api("calls", "http://127.0.0.1:1", OPERATOR))
-    steps = demo.ledger_steps()
+    books = Api("ledger", client.base, OPERATOR)
+    run = demo.Demo({"ledger": books, "calls": Api("calls", "http://127.0.0.1:1", OPERATOR)})
+    steps = ledger_demo.ledger_steps()
     for step in steps:
         run.do(step)
     head = log.head()
-    progress = client.get(f"/projects/{seed.CUP}/progress").body["total"]
-    grants = sum(d(a) for call in demo.DEMO_CALLS for a in call.grants.awards)
-    assert d(progress["legally_binding"]) == seed.EXPECTED["legally_binding"] - grants
+    progress = client.get(f"/projects/{ledger_demo.CUP}/progress").body["total"]
+    grants = sum(d(a) for call in ledger_demo.CALLS for a in call.awards)
+    assert d(progress["legally_binding"]) == ledger_demo.EXPECTED["legally_binding"] - grants
     for step in steps:
         run.do(step)
     assert log.head() == head
@@ -304,16 +339,16 @@ def test_the_demos_ledger_steps_twice_append_nothing_the_second_time(ledger):
 
 def test_the_same_books_recorded_by_hand_are_done_and_other_books_are_refused(ledger):
     client, log, _env = ledger
-    for method, path, body in seed.requests(seed.OFFICE_COMMITMENTS):
+    for method, path, body in ledger_demo.requests(ledger_demo.OFFICE_COMMITMENTS):
         client.ok(method, path, body)  # keys of its own, not the demo's
     head = log.head()
-    run = demo.Demo(demo.Api("ledger", client.base, OPERATOR), demo.Api("calls", "x", OPERATOR))
-    for step in demo.ledger_steps():
+    run = demo.Demo({"ledger": Api("ledger", client.base, OPERATOR)})
+    for step in ledger_demo.ledger_steps():
         run.do(step)
     assert log.head() == head
 
     # A payment of the same claim, other figures: the ledger answers 409 and the demo says so.
-    step = next(s for s in demo.ledger_steps() if s.label.startswith("ledger: pay"))
+    step = next(s for s in ledger_demo.ledger_steps() if s.label.startswith("ledger: pay"))
     assert step.check is not None
     asked = {**step.check.same, "amount": "1.00"}
     other = demo.Command(step.label, step.service, step.path, {**step.body, "amount": "1.00"},

@@ -162,5 +162,5 @@ def test_the_documents_the_readme_links_exist_and_the_run_table_is_the_real_one(
     header = readme_run_table_header()
     assert header.split() == ["service", "HTTP", "OpenAPI", "database", "pid"]
     # The same columns, in the same order, as `lavoro run` adds them.
-    source = (ROOT / "shared" / "cli.py").read_text(encoding="utf-8")
+    source = (ROOT / "shared" / "cli" / "run.py").read_text(encoding="utf-8")
     assert '("service", "HTTP", "OpenAPI", "database", "pid")' in source

@@ -7,6 +7,7 @@ it from here through the registry override `LAVORO_SERVICES`, named by `LAVORO_P
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -305,3 +306,46 @@ def test_the_registry_port_is_the_default_http_address(monkeypatch):
     assert spec.http_env not in os.environ  # set only while the config was read
     monkeypatch.setenv(spec.http_env, "127.0.0.1:9000")
     assert service_settings(spec)["WEB_SERVER_ADDRESS"] == "127.0.0.1:9000"
+
+
+def test_the_children_log_as_the_terminal_of_lavoro_run_decides(monkeypatch):
+    from shared.runner import child_environment
+
+    spec = services.ServiceSpec("probe_env", "tests.integration.test_runner:Probe", 8124)
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # lavoro run into a file or a pipe
+    env = child_environment(spec, "127.0.0.1:8124")
+    assert env["LOG_FORMAT"] == "json" and env["PROBE_ENV_HTTP"] == "127.0.0.1:8124"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdout", Terminal())  # lavoro run in a terminal: a person reads
+    assert child_environment(spec, "127.0.0.1:8124")["LOG_FORMAT"] == "console"
+    monkeypatch.setenv("LOG_FORMAT", "JSON")  # said explicitly: kept, whatever the terminal
+    assert child_environment(spec, "127.0.0.1:8124")["LOG_FORMAT"] == "json"
+
+
+def test_an_invalid_log_format_is_one_line_at_start_up(tmp_path, monkeypatch):
+    def no_exec(*args):
+        raise AssertionError("lavoro serve got as far as exec")
+
+    monkeypatch.setattr(os, "execve", no_exec)
+    expected = "LOG_FORMAT='yaml': expected json or console"
+    result = CliRunner().invoke(app, ["run"], env={"LOG_FORMAT": "yaml"})
+    assert result.exit_code == 1 and result.output.strip() == f"error: {expected}"
+    served = CliRunner().invoke(app, ["serve", "ledger"], env={"LOG_FORMAT": "yaml"})
+    assert served.exit_code == 1 and served.output.strip() == f"error: {expected}"
+    # The image's entrypoint execs the runner itself: the same line, before anything starts.
+    env = {**os.environ, "LOG_FORMAT": "yaml", "LAVORO_VAR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.runner", "ledger"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.strip() == f"lavoro serve: {expected}"
+    assert done.stdout == "" and not (tmp_path / "ledger.db").exists()

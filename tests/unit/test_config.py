@@ -12,6 +12,7 @@ from shared.config import (
     ConfigError,
     http_address,
     load_yaml_config,
+    log_format,
     max_workers,
     service_config,
 )
@@ -25,6 +26,7 @@ ENV = (
     "LAVORO_TOKENS",
     "LAVORO_TOKENS_FILE",
     "LOG_LEVEL",
+    "LOG_FORMAT",
     "LAVORO_TEST_PORT",
     "LAVORO_TEST_NAME",
 )
@@ -89,6 +91,7 @@ def test_service_config_defaults(clean_env, tmp_path):
     assert config["max_workers"] == 10
     assert config["SERVICE_NAME"] == "calls"
     assert config["LOG_LEVEL"] == "INFO"
+    assert config["LOG_FORMAT"] is None  # shared.logs chooses by the terminal
     assert "LAVORO_TOKENS" not in config and "LAVORO_TOKENS_FILE" not in config
 
 
@@ -137,9 +140,19 @@ def test_every_service_has_its_own_port_and_unknown_ones_must_say(clean_env):
         ("CALLS_HTTP", "localhost:http", "CALLS_HTTP"),
         ("CALLS_MAX_WORKERS", "many", "whole number"),
         ("CALLS_MAX_WORKERS", "0", "at least 1"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml': expected json or console"),
     ],
 )
 def test_malformed_settings_are_refused_naming_the_variable(clean_env, name, value, complaint):
     clean_env.setenv(name, value)
     with pytest.raises(ConfigError, match=complaint):
         service_config("calls")
+
+
+def test_log_format_is_json_or_console_or_left_to_the_terminal():
+    assert log_format({}) is None and log_format({"LOG_FORMAT": " "}) is None
+    assert log_format({"LOG_FORMAT": "json"}) == "json"
+    assert log_format({"LOG_FORMAT": "Console"}) == "console"
+    with pytest.raises(ConfigError) as refused:
+        log_format({"LOG_FORMAT": "pretty"})
+    assert str(refused.value) == "LOG_FORMAT='pretty': expected json or console"

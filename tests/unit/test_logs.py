@@ -1,5 +1,6 @@
 """Logging (shared.logs): JSON lines from structlog and the standard library alike, each with the
-service and the ids bound for the event or request being handled."""
+service and the ids bound for the event or request being handled; or, for a person at a
+terminal, console lines with the same fields; which one, by `fmt` or by the terminal."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import structlog
 
 from shared.clock import UTC
-from shared.logs import bind_event, bind_request, configure_logging, get_logger
+from shared.logs import bind_event, bind_request, configure_logging, default_format, get_logger
 from shared.records import RecordedEvent
 
 EVENT_KEYS = ("event_id", "stream", "correlation_id", "causation_id")
@@ -161,3 +162,101 @@ def test_configuring_again_replaces_the_handler_and_honours_the_level():
     assert first.getvalue() == ""
     (line,) = [json.loads(text) for text in second.getvalue().splitlines()]
     assert (line["service"], line["message"]) == ("ledger", "kept")
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def configured():
+    """configure_logging(...) for a test; undone afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    handlers = []
+
+    def configure(stream, **kwargs):
+        handlers.append(configure_logging("ledger", level="DEBUG", stream=stream, **kwargs))
+
+    yield configure
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def log_a_handled_event():
+    with bind_request("corr-1", actor="ada"), bind_event(an_event(correlation_id="corr-1")):
+        get_logger("lavoro.test").info("payment disbursed", amount=decimal.Decimal("10.50"))
+
+
+def test_a_console_line_reads_time_service_level_message_then_the_key_fields(configured):
+    out = io.StringIO()
+    configured(out, fmt="console")
+    log_a_handled_event()
+    (line,) = out.getvalue().splitlines()
+    assert "\x1b[" not in line  # no colours into a file or a pipe
+    time, service, level, rest = line.split(maxsplit=3)
+    assert dt.datetime.fromisoformat(time.replace("Z", "+00:00")).tzinfo is not None
+    assert (service, level) == ("ledger", "[info")
+    assert rest.startswith("] payment disbursed ")
+    fields = rest.split("payment disbursed", 1)[1].split()
+    assert fields == [
+        "event_id=6f1c0d1e-0000-4000-8000-000000000007",
+        "stream=call-1",
+        "event_type=call_opened",
+        "position=7",
+        "correlation_id=corr-1",
+        "causation_id=cause-1",
+        "actor=ada",
+        "amount=10.50",
+        "logger=lavoro.test",
+    ]
+
+
+def test_a_json_line_has_the_same_fields(configured):
+    out = io.StringIO()
+    configured(out, fmt="json")
+    log_a_handled_event()
+    (line,) = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert list(line)[:5] == ["timestamp", "level", "service", "logger", "message"]
+    assert (line["service"], line["level"], line["message"]) == (
+        "ledger",
+        "info",
+        "payment disbursed",
+    )
+    assert line["event_id"] == "6f1c0d1e-0000-4000-8000-000000000007"
+    assert (line["stream"], line["correlation_id"], line["amount"]) == ("call-1", "corr-1", "10.50")
+
+
+def test_on_a_console_a_traceback_follows_its_line_and_an_expected_error_has_none(configured):
+    out = io.StringIO()
+    configured(out, fmt="console")
+    try:
+        raise RuntimeError("broken")
+    except RuntimeError as exc:
+        get_logger().exception("failed")
+        logging.getLogger("nameko.containers").warning("(expected) %s", exc, exc_info=True)
+    lines = out.getvalue().splitlines()
+    assert "[error" in lines[0] and "failed" in lines[0]
+    assert lines[1] == "Traceback (most recent call last):"
+    assert "RuntimeError: broken" in lines
+    assert "(expected) broken" in lines[-1]  # the last line: no traceback after it
+
+
+def test_the_format_follows_the_terminal_unless_told(configured):
+    assert default_format(Terminal()) == "console" and default_format(io.StringIO()) == "json"
+    terminal = Terminal()
+    configured(terminal)
+    get_logger().info("for a person")
+    assert not terminal.getvalue().startswith("{") and "for a person" in terminal.getvalue()
+    assert "\x1b[" in terminal.getvalue()  # a terminal gets colours
+    told = Terminal()
+    configured(told, fmt="json")
+    get_logger().info("for a machine")
+    assert json.loads(told.getvalue())["message"] == "for a machine"
+    with pytest.raises(ValueError, match="log format 'xml': expected json or console"):
+        configure_logging("ledger", stream=io.StringIO(), fmt="xml")

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from nameko.testing.services import replace_dependencies, restrict_entrypoints
 from typer.testing import CliRunner
 
-from services.ledger import readmodels, seed
+from services.ledger import demo as seed
+from services.ledger import readmodels
 from services.ledger.service import LedgerService
 from shared.cli import app
 from shared.db import disable_append_only, write_transaction

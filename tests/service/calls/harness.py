@@ -17,7 +17,7 @@ from nameko.containers import ServiceContainer
 from nameko.standalone.events import get_event_exchange
 
 from services.calls import events, readmodels
-from services.calls.service import Calls
+from services.calls.service import CallsService
 from shared.clock import UTC, FixedClock
 from shared.consumer import queue_name
 from shared.dependencies import EventStore, log_for
@@ -34,7 +34,7 @@ AFTER = dt.datetime(2024, 4, 2, 9, 0, tzinfo=UTC)  # after it: the call may clos
 def calls_class(name: str, clock: FixedClock) -> type:
     """The calls service under another name, on the test's clock."""
     store = EventStore(projections=readmodels.PROJECTIONS, upcasters=events.upcasters, clock=clock)
-    return type(f"Calls_{name}", (Calls,), {"name": name, "store": store})
+    return type(f"Calls_{name}", (CallsService,), {"name": name, "store": store})
 
 
 def call_body(**overrides: Any) -> dict[str, Any]:

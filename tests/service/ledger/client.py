@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from services.ledger import seed
+from services.ledger import demo as seed
 from services.ledger.service import LedgerService
 from shared.web import LavoroHttp
 

@@ -9,7 +9,8 @@ from collections import defaultdict
 
 import pytest
 
-from services.ledger import api, domain, seed
+from services.ledger import api, domain
+from services.ledger import demo as seed
 from services.ledger import events as schemas
 from shared.errors import InvalidInput
 from shared.schemas import load_input

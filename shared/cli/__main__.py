@@ -1,0 +1,5 @@
+"""`python -m shared.cli`: the `lavoro` command."""
+
+from shared.cli import app
+
+app()
