@@ -85,7 +85,7 @@ REGISTRY: dict[str, ServiceSpec] = {
     spec.name: spec
     for spec in (
         ServiceSpec("placement", "services.placement.service:PlacementService", 8001),
-        ServiceSpec("calls", "services.calls.service:Calls", 8002),
+        ServiceSpec("calls", "services.calls.service:CallsService", 8002),
         ServiceSpec("safeguarding", "services.safeguarding.service:SafeguardingService", 8003),
         ServiceSpec("charters", "services.charters.service:ChartersService", 8004),
         ServiceSpec("ledger", "services.ledger.service:LedgerService", 8005),

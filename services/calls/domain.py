@@ -52,6 +52,7 @@ __all__ = [
     "evolve",
     "fold",
     "hold_codesign_session",
+    "identified",
     "on_commitment_rejected",
     "publish_call",
     "reject",
@@ -163,10 +164,19 @@ def applicant_key(kind: str, person_id: str | None, organisation_tax_code: str |
     return f"{kind}:{organisation_tax_code}"
 
 
+def identified(applicant: Mapping[str, Any], person_id: str | None) -> tuple[dict[str, Any], str]:
+    """The applicant with its person's pseudonymous id (None for a body without a reference
+    person), and the key that makes one applicant one applicant (`applicant_key`)."""
+    organisation = applicant.get("organisation") or {}
+    key = applicant_key(applicant["kind"], person_id, organisation.get("tax_code"))
+    return {**applicant, "person_id": person_id}, key
+
+
 def submit_application(
     call: Call, application: Mapping[str, Any], *, key: str, now: dt.datetime
 ) -> list[NewEvent]:
-    """`application`: the loaded input, plaintext; the service seals personal fields after."""
+    """`application`: the loaded input, plaintext; the store seals the personal fields as it
+    appends (events.CONTRACTS.persons)."""
     require_state("the call", call.status, ("published",), "take applications")
     assert call.opens_at is not None and call.closes_at is not None
     if not call.opens_at <= now < call.closes_at:

@@ -1,5 +1,6 @@
 """What the calls service's reads and commands answer: the schemas that dump read-model rows to
 JSON (Decimal amounts as strings, dates and instants in the wire forms) and that OpenAPI documents.
+A command answers in the chassis's one reply shape (`shared.unit_of_work.Outcome.reply`).
 """
 
 from __future__ import annotations
@@ -9,20 +10,6 @@ from marshmallow import fields
 from shared.schemas import LocalDate, Money, Schema, UtcDateTime
 
 from .schemas import CriterionIn
-
-
-class Accepted(Schema):
-    """What a command answers: the events it appended (or had appended, when repeated) and the
-    ids it made."""
-
-    events = fields.List(fields.String(), required=True)
-    call_id = fields.String()
-    application_id = fields.String()
-    public_reference = fields.String()
-    award_id = fields.String()
-    tranche_id = fields.String()
-    report_id = fields.String()
-    awards = fields.List(fields.String())
 
 
 class CallOut(Schema):

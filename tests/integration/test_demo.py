@@ -182,7 +182,7 @@ def test_a_figure_off_by_a_cent_is_named_with_what_was_expected():
 def test_lavoro_run_has_no_demo_clock_any_more():
     helped = runner.invoke(app, ["run", "--help"])
     assert helped.exit_code == 0 and "--demo" not in helped.output
-    assert services.REGISTRY["calls"].target == "services.calls.service:Calls"
+    assert services.REGISTRY["calls"].target == "services.calls.service:CallsService"
     assert not hasattr(demo, "ShiftedClock") and not hasattr(demo, "DemoCalls")
 
 

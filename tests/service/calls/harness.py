@@ -17,7 +17,7 @@ from nameko.containers import ServiceContainer
 from nameko.standalone.events import get_event_exchange
 
 from services.calls import events, readmodels
-from services.calls.service import Calls
+from services.calls.service import CallsService
 from shared.clock import UTC, FixedClock
 from shared.consumer import queue_name
 from shared.dependencies import EventStore, log_for
@@ -33,8 +33,8 @@ AFTER = dt.datetime(2024, 4, 2, 9, 0, tzinfo=UTC)  # after it: the call may clos
 
 def calls_class(name: str, clock: FixedClock) -> type:
     """The calls service under another name, on the test's clock."""
-    store = EventStore(projections=readmodels.PROJECTIONS, upcasters=events.upcasters, clock=clock)
-    return type(f"Calls_{name}", (Calls,), {"name": name, "store": store})
+    store = EventStore(projections=readmodels.PROJECTIONS, contracts=events.CONTRACTS, clock=clock)
+    return type(f"Calls_{name}", (CallsService,), {"name": name, "store": store})
 
 
 def call_body(**overrides: Any) -> dict[str, Any]:
@@ -277,7 +277,19 @@ def awarded_call(
     client.ok(f"/calls/{call_id}/close")
     client.ok(f"/calls/{call_id}/evaluation/complete")
     approved = client.ok(f"/calls/{call_id}/ranking/approve")
-    return {"call_id": call_id, "applications": ids, "awards": approved.get("awards", [])}
+    return {"call_id": call_id, "applications": ids, "awards": award_ids(approved)}
+
+
+def award_ids(reply: dict[str, Any]) -> list[str]:
+    """The awards a command's reply names, in the order it made them (one is `award_id`)."""
+    if "award_ids" in reply:
+        return list(reply["award_ids"])
+    return [reply["award_id"]] if "award_id" in reply else []
+
+
+def types(reply: dict[str, Any]) -> list[str]:
+    """The types of the events a command's reply lists, in log order."""
+    return [event["type"] for event in reply["events"]]
 
 
 def grants(log: Any) -> dict[str, RecordedEvent]:
