@@ -32,7 +32,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
 	$(BIN)/ruff format --check shared services tests bench
-	$(BIN)/mypy shared $(wildcard services/*/domain.py)
+	$(BIN)/mypy shared $(wildcard services/*/domain.py services/*/domain)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format shared services tests bench

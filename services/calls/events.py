@@ -39,7 +39,7 @@ from shared.schemas import (
     UtcDateTime,
 )
 
-from .rules import (
+from .commands import (
     APPLICANT_KINDS,
     BUDGET_LINES,
     KINDS,

@@ -20,8 +20,9 @@ from shared.errors import ConcurrencyError, NotFound
 from shared.records import NewEvent
 from shared.unit_of_work import Decision, Outcome, Plan, Session, UnitStore
 
-from . import awards, domain
-from .rules import award_stream, call_stream
+from . import domain
+from .commands import award_stream, call_stream
+from .domain import awards
 
 CallDecision = Callable[[domain.Call], Sequence[NewEvent] | Decision]
 AwardDecision = Callable[[awards.Award], Sequence[NewEvent]]

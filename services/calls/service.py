@@ -3,7 +3,7 @@ the saga with the ledger (docs/events.md, flows F1 and F2).
 
 Wiring only: each command runs a plan of handlers.py through the chassis's unit of work (which
 asks the domain and appends) and answers with the events appended and the ids they name; each
-read answers from the read models (reads.py). Commands need a bearer token whose role may
+read answers from the read models (queries.py). Commands need a bearer token whose role may
 `command` and an `Idempotency-Key` (the same key again returns the first answer and appends
 nothing); reads need a role that may `read`; the OpenAPI document is public.
 
@@ -43,8 +43,9 @@ from shared.service import Service
 from shared.unit_of_work import Outcome
 from shared.web import CommandRequest, QueryRequest, command, query
 
-from . import awards, domain, events, handlers, outputs, readmodels, reads, schemas
-from .rules import derived_id
+from . import api, domain, events, handlers, queries, readmodels
+from .commands import derived_id
+from .domain import awards
 
 ANSWER_TIMEOUT_KEY = "CALLS_AWARD_ANSWER_TIMEOUT"
 CHECK_INTERVAL_KEY = "CALLS_AWARD_CHECK_INTERVAL"
@@ -86,7 +87,7 @@ class CallsService(Service):
 
     # -- calls ----------------------------------------------------------------------------------
 
-    @command("POST", "/calls", schema=schemas.DraftCallIn, status=201, tags=("calls",))
+    @command("POST", "/calls", schema=api.DraftCallIn, status=201, tags=("calls",))
     def draft_call(self, cmd: CommandRequest) -> Outcome:
         """Draft a call: kind, budget line and budget, window (Bologna dates), criteria and
         weights, priority bonuses, cap, maximum share of eligible cost, tie-break."""
@@ -101,7 +102,7 @@ class CallsService(Service):
         """Publish a drafted call (before its window ends)."""
         return self._on_call(cmd, call_id, lambda c: domain.publish_call(c, self.store.clock.now()))
 
-    @command("POST", "/calls/<call_id>/close", schema=schemas.CloseCallIn, tags=("calls",))
+    @command("POST", "/calls/<call_id>/close", schema=api.CloseCallIn, tags=("calls",))
     def close_call(self, cmd: CommandRequest, call_id: str) -> Outcome:
         """Close a published call: once its window has ended, or earlier ("chiusura anticipata",
         e.g. the resources are exhausted) with a `reason`."""
@@ -132,7 +133,7 @@ class CallsService(Service):
     @command(
         "POST",
         "/calls/<call_id>/applications",
-        schema=schemas.SubmitApplicationIn,
+        schema=api.SubmitApplicationIn,
         status=201,
         tags=("applications",),
     )
@@ -154,7 +155,7 @@ class CallsService(Service):
     @command(
         "POST",
         "/calls/<call_id>/applications/<application_id>/reject",
-        schema=schemas.RejectIn,
+        schema=api.RejectIn,
         tags=("applications",),
     )
     def reject(self, cmd: CommandRequest, call_id: str, application_id: str) -> Outcome:
@@ -167,7 +168,7 @@ class CallsService(Service):
     @command(
         "POST",
         "/calls/<call_id>/applications/<application_id>/accompaniment",
-        schema=schemas.AccompanimentIn,
+        schema=api.AccompanimentIn,
         tags=("applications",),
     )
     def start_accompaniment(
@@ -182,7 +183,7 @@ class CallsService(Service):
     @command(
         "POST",
         "/calls/<call_id>/applications/<application_id>/codesign-sessions",
-        schema=schemas.CodesignSessionIn,
+        schema=api.CodesignSessionIn,
         tags=("applications",),
     )
     def hold_codesign_session(
@@ -201,7 +202,7 @@ class CallsService(Service):
     @command(
         "POST",
         "/calls/<call_id>/applications/<application_id>/scores",
-        schema=schemas.ScoreIn,
+        schema=api.ScoreIn,
         tags=("applications",),
     )
     def score(self, cmd: CommandRequest, call_id: str, application_id: str) -> Outcome:
@@ -216,7 +217,7 @@ class CallsService(Service):
     @command(
         "POST",
         "/awards/<award_id>/tranches",
-        schema=schemas.TrancheIn,
+        schema=api.TrancheIn,
         status=201,
         tags=("awards",),
     )
@@ -228,7 +229,7 @@ class CallsService(Service):
     @command(
         "POST",
         "/awards/<award_id>/expenditure-reports",
-        schema=schemas.ExpenditureIn,
+        schema=api.ExpenditureIn,
         status=201,
         tags=("awards",),
     )
@@ -237,7 +238,7 @@ class CallsService(Service):
         d = {**cmd.data, "reported_on": self._today()}
         return self._on_award(cmd, award_id, lambda a: awards.report_expenditure(a, **d))
 
-    @command("POST", "/awards/<award_id>/revoke", schema=schemas.RevokeIn, tags=("awards",))
+    @command("POST", "/awards/<award_id>/revoke", schema=api.RevokeIn, tags=("awards",))
     def revoke(self, cmd: CommandRequest, award_id: str) -> Outcome:
         """Revoke a confirmed award (its money stays committed in the ledger until reduced)."""
         reason, day = cmd.data["reason"], self._today()
@@ -264,66 +265,66 @@ class CallsService(Service):
         """Alert on awards still waiting for the ledger's answer past the timeout."""
         seconds = float(self.config.get(ANSWER_TIMEOUT_KEY) or DEFAULT_ANSWER_TIMEOUT)
         timeout, now = dt.timedelta(seconds=seconds), self.store.clock.now()
-        waiting = reads.waiting_awards(self.store.query, now - timeout)
+        waiting = queries.waiting_awards(self.store.query, now - timeout)
         return handlers.flag_overdue(self.store, waiting, now, timeout)
 
     # -- reads ----------------------------------------------------------------------------------
 
-    @query("/calls", response=outputs.CallsOut, tags=("calls",))
+    @query("/calls", response=api.CallsOut, tags=("calls",))
     def list_calls(self, request: Request) -> Any:
         """Every call with its state, budget, reserved and available money."""
-        return reads.list_calls(self.store.query)
+        return queries.list_calls(self.store.query)
 
-    @query("/calls/<call_id>", response=outputs.CallOut, tags=("calls",))
+    @query("/calls/<call_id>", response=api.CallOut, tags=("calls",))
     def get_call(self, request: Request, call_id: str) -> Any:
         """One call: its terms, state and available budget."""
-        return reads.call(self.store.query, call_id)
+        return queries.call(self.store.query, call_id)
 
     @query(
         "/calls/<call_id>/applications",
-        response=outputs.ApplicationsOut,
-        args=schemas.ApplicationsQuery,
+        response=api.ApplicationsOut,
+        args=api.ApplicationsQuery,
         tags=("applications",),
     )
     def list_applications(self, q: QueryRequest, call_id: str) -> Any:
         """A call's applications, optionally in one state."""
-        return reads.list_applications(self.store.query, call_id, q.args.get("state"))
+        return queries.list_applications(self.store.query, call_id, q.args.get("state"))
 
     @query(
         "/calls/<call_id>/applications/<application_id>",
-        response=outputs.ApplicationDetailOut,
+        response=api.ApplicationDetailOut,
         tags=("applications",),
     )
     def get_application(self, request: Request, call_id: str, application_id: str) -> Any:
         """One application with its applicant (personal data opened for the reader)."""
-        found = reads.application(self.store.query, call_id, application_id)
+        found = queries.application(self.store.query, call_id, application_id)
         if found["applicant"] is not None:
             found["applicant"] = self.people.open(events.ApplicantV1(), found["applicant"])
         return found
 
-    @query("/calls/<call_id>/ranking", response=outputs.RankingOut, tags=("ranking",))
+    @query("/calls/<call_id>/ranking", response=api.RankingOut, tags=("ranking",))
     def get_ranking(self, request: Request, call_id: str) -> Any:
         """The approved ranking: scores per criterion, bonus, total, award and its state."""
-        return reads.ranking(self.store.query, call_id)
+        return queries.ranking(self.store.query, call_id)
 
     @query("/calls/<call_id>/ranking.csv", media_type="text/csv", tags=("ranking",))
     def ranking_csv(self, request: Request, call_id: str) -> Response:
         """The published ranking as CSV: public references only, never names."""
-        text = reads.ranking_csv(self.store.query, call_id)
+        text = queries.ranking_csv(self.store.query, call_id)
         disposition = f'attachment; filename="ranking-{call_id}.csv"'
         return Response(text, mimetype="text/csv", headers={"Content-Disposition": disposition})
 
-    @query("/awards", response=outputs.AwardsOut, args=schemas.AwardsQuery, tags=("awards",))
+    @query("/awards", response=api.AwardsOut, args=api.AwardsQuery, tags=("awards",))
     def list_awards(self, q: QueryRequest) -> Any:
         """Awards with their tranches and expenditure reports, by call and state."""
-        return reads.list_awards(self.store.query, q.args.get("call_id"), q.args.get("status"))
+        return queries.list_awards(self.store.query, q.args.get("call_id"), q.args.get("status"))
 
-    @query("/awards/<award_id>", response=outputs.AwardOut, tags=("awards",))
+    @query("/awards/<award_id>", response=api.AwardOut, tags=("awards",))
     def get_award(self, request: Request, award_id: str) -> Any:
         """One award with its tranches and expenditure reports."""
-        return reads.award(self.store.query, award_id)
+        return queries.award(self.store.query, award_id)
 
-    @query("/alerts", response=outputs.AlertsOut, args=schemas.AlertsQuery, tags=("alerts",))
+    @query("/alerts", response=api.AlertsOut, args=api.AlertsQuery, tags=("alerts",))
     def list_alerts(self, q: QueryRequest) -> Any:
         """Awards left without the ledger's answer past the timeout."""
-        return reads.list_alerts(self.store.query, q.args.get("open"))
+        return queries.list_alerts(self.store.query, q.args.get("open"))

@@ -23,7 +23,7 @@ import pytest
 from nameko.containers import ServiceContainer
 from typer.testing import CliRunner
 
-from services.calls import ranking
+from services.calls.domain import ranking
 from services.ledger import readmodels, schemas, seed
 from services.ledger.service import LedgerService
 from shared import demo, services
@@ -62,8 +62,8 @@ def one_line_error(result) -> str:
 
 
 def awards_of(call: demo.DemoCall) -> list[Decimal]:
-    """What the calls service's ranking awards, in ranking order (services/calls/ranking.py,
-    the bonus as services/calls/domain.py counts it)."""
+    """What the calls service's ranking awards, in ranking order (services/calls/domain/ranking.py,
+    the bonus as services/calls/domain/call.py counts it)."""
     criteria = [ranking.Criterion(*c) for c in call.criteria]
     candidates = []
     for seq, app_ in enumerate(call.applicants, start=1):

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from shared.errors import NotFound
 
-from .tables import (
+from .readmodels.tables import (
     alerts,
     applications,
     awards,

@@ -4,12 +4,12 @@ One stream per call, `call-<call_id>`, holds the call and every application to i
 span applications (one application per applicant, the ranking, the sum of awards within the
 budget) then hold under the log's optimistic concurrency on one stream, with no cross-stream
 locking. Each award has its own stream, `award-<award_id>` (docs/events.md, F1/F2), whose rules
-are in `awards.py`; the call stream keeps the awards' money (`funds_reserved` / `funds_released`),
+are in awards.py; the call stream keeps the awards' money (`funds_reserved` / `funds_released`),
 so the call's available budget is always budget - reserved + released.
 
 Decisions take the state and plain values (ids, `now`, dates) and return the events to append;
 `evolve` (state.py) folds an event into the state. A broken rule raises one of the errors in
-`rules.py`. This module holds the call's lifecycle and the applications; the ranking and the
+errors.py. This module holds the call's lifecycle and the applications; the ranking and the
 awards it funds are in funding.py (re-exported here), an award's own rules in awards.py.
 """
 
@@ -25,17 +25,17 @@ from shared.errors import InvalidInput
 from shared.money import money_text
 from shared.records import NewEvent
 
-from .funding import approve_ranking, award_next, candidates, on_commitment_rejected
-from .rules import (
+from ..commands import derived_id
+from ..state import CALL, Application, Call, evolve, fold
+from .errors import (
     DuplicateApplication,
     InvalidScore,
     NotAdmitted,
     OutsideWindow,
     RankingBeforeClose,
-    derived_id,
     require_state,
 )
-from .state import CALL, Application, Call, evolve, fold
+from .funding import approve_ranking, award_next, candidates, on_commitment_rejected
 
 __all__ = [
     "CALL",
