@@ -10,16 +10,27 @@ payload (contract tests hold the domain to it); a changed shape gets a `V2` and 
 as stored and names only what may leave: the applicant (name, tax code, contacts, priorities
 of a person) never does, nor free-text notes, nor scores before the ranking is approved.
 `ApplicationSubmittedV1` marks the personal fields (`Personal`) that `shared.crypto` seals per
-person before the event is appended.
+person: `CONTRACTS.persons` names the member holding the person, and the store seals them inside
+the append's transaction.
 
-The ledger's answers that calls consumes are in answers.py.
+The ledger's answers that calls consumes are read tolerantly (docs/events.md, F1 and F2): members
+calls does not know are ignored, so the ledger may add one without a new version; what calls
+relies on is required and checked before the domain sees it. `CONTRACTS` holds all of it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import marshmallow as ma
 from marshmallow import fields, validate
 
+from shared.contracts import Contracts
 from shared.eventlog import Upcasters
+from shared.money import format_money
 from shared.schemas import (
     LocalDate,
     Money,
@@ -28,7 +39,7 @@ from shared.schemas import (
     UtcDateTime,
 )
 
-from .rules import (
+from .commands import (
     APPLICANT_KINDS,
     BUDGET_LINES,
     KINDS,
@@ -371,3 +382,89 @@ PUBLIC: dict[str, type[Schema]] = {
 }
 
 upcasters = Upcasters()
+
+
+# -- what calls consumes from the ledger (docs/events.md, F1 and F2) ------------------------------
+
+
+class _Incoming(Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+
+class _MaybeForCalls(_Incoming):
+    """A type the ledger publishes for everyone's commitments or payments: one without an
+    `award_id` (a convention, a contract, a payment the offices recorded) is none of calls'
+    business, taken without effect and not held to the rest of the contract."""
+
+    def load(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("award_id") is None:
+            return {"award_id": None}
+        return super().load(data, *args, **kwargs)
+
+
+class CommitmentRecordedIn(_MaybeForCalls):
+    commitment_id = _id()
+    award_id = _id()
+    amount = Money(required=True)
+    signed_on = LocalDate(required=True)
+
+
+class CommitmentRejectedIn(_Incoming):
+    award_id = _id()
+    amount = Money(required=True)
+    reason = fields.String(required=True)
+    available = Money(required=True, allow_none=True)
+
+
+class PaymentDisbursedIn(_MaybeForCalls):
+    payment_id = _id()
+    award_id = _id()
+    tranche_id = _id()
+    amount = Money(required=True)
+    paid_on = LocalDate(required=True)
+
+
+class PaymentRejectedIn(_Incoming):
+    award_id = _id()
+    tranche_id = _id()
+    amount = Money(required=True)
+    reason = fields.String(required=True)
+    remaining = Money(required=True, allow_none=True)
+
+
+CONSUMED: dict[tuple[str, int], type[Schema]] = {
+    ("commitment_recorded", 1): CommitmentRecordedIn,
+    ("commitment_rejected", 1): CommitmentRejectedIn,
+    ("payment_disbursed", 1): PaymentDisbursedIn,
+    ("payment_rejected", 1): PaymentRejectedIn,
+}
+
+
+def answers_calls(message: Mapping[str, Any]) -> bool:
+    """The ledger publishes every commitment and payment on the same routing keys; only those with
+    an `award_id` answer calls. The others (conventions, contracts, payments recorded by the
+    offices) are none of calls' business and are taken without effect."""
+    return message.get("award_id") is not None
+
+
+def wire(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A loaded answer back in the wire form the domain reads (amounts and dates as strings)."""
+    return {key: _wire(value) for key, value in message.items()}
+
+
+def _wire(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format_money(value)
+    return value
+
+
+CONTRACTS = Contracts(
+    emitted=EVENTS,
+    public=PUBLIC,
+    consumed={"ledger": CONSUMED},
+    upcasters=upcasters,
+    persons={"application_submitted": "applicant.person_id"},
+)

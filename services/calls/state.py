@@ -1,14 +1,16 @@
-"""The state of a call and its applications, folded from the call's stream. Pure, no I/O.
+"""The state of a call and its applications, folded from the call's stream, and of an award and
+its tranches, folded from the award's. Pure, no I/O.
 
 One stream per call, `call-<call_id>`, holds the call and every application to it (see
-domain.py for why). `evolve` folds one event; `CALL` is the aggregate `Store.load` uses.
+domain/call.py for why); one stream per award, `award-<award_id>`. `evolve` and `evolve_award`
+fold one event; `CALL` and `AWARD` are the aggregates a plan loads (handlers.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -17,8 +19,24 @@ from shared.errors import NotFound
 from shared.money import ZERO
 from shared.records import Aggregate, RecordedEvent
 
-from . import ranking
-from .ranking import Criterion
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+    name: str
+    weight: int
+    max_score: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranked:
+    position: int
+    application_id: str
+    seq: int
+    public_reference: str
+    scores: Mapping[str, int]
+    weighted: Decimal
+    bonus: int
+    total: Decimal
 
 
 @dataclasses.dataclass
@@ -60,7 +78,7 @@ class Call:
     criteria: list[Criterion] = dataclasses.field(default_factory=list)
     applications: dict[str, Application] = dataclasses.field(default_factory=dict)
     applicants: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> application
-    ranking: list[ranking.Ranked] = dataclasses.field(default_factory=list)
+    ranking: list[Ranked] = dataclasses.field(default_factory=list)
     reservations: dict[str, Reservation] = dataclasses.field(default_factory=dict)
 
     @property
@@ -137,7 +155,7 @@ def _scored(call: Call, d: dict[str, Any]) -> None:
 def _ranked(call: Call, d: dict[str, Any]) -> None:
     call.status = "ranking_approved"
     call.ranking = [
-        ranking.Ranked(
+        Ranked(
             e["position"],
             e["application_id"],
             call.applications[e["application_id"]].seq,
@@ -197,3 +215,78 @@ def fold(events: Sequence[RecordedEvent]) -> Call:
     for event in events:
         evolve(call, event)
     return call
+
+
+# -- an award and its tranches, folded from the award's stream -----------------------------------
+
+LIVE = ("requested", "paid")
+
+
+@dataclasses.dataclass
+class Tranche:
+    tranche_id: str
+    kind: str
+    amount: Decimal
+    status: str = "requested"  # requested | paid | rejected
+
+
+@dataclasses.dataclass
+class Award:
+    award_id: str = ""
+    call_id: str = ""
+    application_id: str = ""
+    amount: Decimal = ZERO
+    status: str = "none"  # granted | confirmed | suspended | closed | revoked
+    awarded_at: dt.datetime | None = None
+    commitment_id: str | None = None
+    tranches: dict[str, Tranche] = dataclasses.field(default_factory=dict)
+    reports: int = 0
+    expenditure: Decimal = ZERO
+    overdue: bool = False
+
+    @property
+    def in_tranches(self) -> Decimal:
+        """What the tranches asked for or got: the part of the award no new tranche may take."""
+        return sum((t.amount for t in self.tranches.values() if t.status in LIVE), ZERO)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.in_tranches
+
+    def tranche(self, tranche_id: str) -> Tranche:
+        found = self.tranches.get(tranche_id)
+        if found is None:
+            raise NotFound(f"award {self.award_id} has no tranche {tranche_id}")
+        return found
+
+
+# -- folding an award ----------------------------------------------------------------------------
+
+
+def evolve_award(award: Award, event: RecordedEvent) -> Award:
+    d = event.data
+    if event.type == "grant_awarded":
+        award.award_id, award.call_id = d["award_id"], d["call_id"]
+        award.application_id, award.amount = d["application_id"], Decimal(d["amount"])
+        award.status, award.awarded_at = "granted", event.occurred_at
+    elif event.type == "grant_confirmed":
+        award.status, award.commitment_id = "confirmed", d["commitment_id"]
+    elif event.type in ("grant_suspended", "grant_revoked"):
+        award.status = "suspended" if event.type == "grant_suspended" else "revoked"
+    elif event.type == "tranche_requested":
+        award.tranches[d["tranche_id"]] = Tranche(d["tranche_id"], d["kind"], Decimal(d["amount"]))
+    elif event.type == "tranche_paid":
+        award.tranches[d["tranche_id"]].status = "paid"
+        if d["kind"] == "balance" and award.status == "confirmed":
+            award.status = "closed"
+    elif event.type == "tranche_rejected":
+        award.tranches[d["tranche_id"]].status = "rejected"
+    elif event.type == "expenditure_reported":
+        award.reports += 1
+        award.expenditure += Decimal(d["amount"])
+    elif event.type == "award_answer_overdue":
+        award.overdue = True
+    return award
+
+
+AWARD: Aggregate[Award] = Aggregate("award", Award, evolve_award)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from services.calls import awards, domain
-from services.calls.rules import award_stream, call_stream
+from services.calls import domain
+from services.calls.commands import award_stream, call_stream
+from services.calls.domain import awards
 from shared.records import NewEvent
 from tests.unit.calls.builders import (
     AFTER,

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from services.calls import answers, events
-from services.calls.personal import pseudonym
+from services.calls import events
 from shared.crypto import Vault
 from shared.db import make_engine, migrate
+from shared.persons import pseudonym
 from shared.schemas import personal_paths
 from tests.contract import docs
 from tests.contract.calls_scenario import every_event
@@ -135,16 +135,17 @@ def test_the_ledgers_answers_as_documented_are_read_by_calls(emitted, type_):
     assert ledger_version == 1
     assert sorted(ledger_schema().fields) == sorted(payload)  # the ledger writes these fields
     ledger_schema().load(payload)
-    read = answers.answer(type_, 1, payload)
+    read = events.wire(events.CONTRACTS.incoming("ledger", type_, 1, payload))
     assert read["award_id"] == grant["award_id"]
     required = docs.calls_consumed()[type_]["requires"]
-    assert required == [n for n, f in answers.CONSUMED[(type_, 1)]().fields.items() if f.required]
+    assert required == [n for n, f in events.CONSUMED[(type_, 1)]().fields.items() if f.required]
     assert set(required) <= set(payload)
 
 
 def test_calls_reads_an_answer_with_a_member_it_does_not_know(emitted):
     grant = by_type(emitted)["grant_awarded"].data
-    read = answers.answer("commitment_recorded", 1, {**commitment_recorded(grant), "new_member": 1})
+    payload = {**commitment_recorded(grant), "new_member": 1}
+    read = events.wire(events.CONTRACTS.incoming("ledger", "commitment_recorded", 1, payload))
     assert "new_member" not in read
 
 

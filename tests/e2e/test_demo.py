@@ -28,7 +28,7 @@ import requests
 from kombu.utils.url import parse_url
 
 from services.calls.demo import CLOSE_REASON
-from services.calls.demo_data import SELF_EMPLOYMENT, SOCIAL_INNOVATION
+from services.calls.demo.data import SELF_EMPLOYMENT, SOCIAL_INNOVATION
 from services.ledger.demo import CUP
 from tests.helpers import wait_for
 from tests.infra import amqp_uri as broker_uri

@@ -26,7 +26,8 @@ from nameko.containers import ServiceContainer
 from typer.testing import CliRunner
 
 from services.calls import demo as calls_demo
-from services.calls import demo_data, ranking
+from services.calls.demo import data as demo_data
+from services.calls.domain import ranking
 from services.ledger import demo as ledger_demo
 from services.ledger import events as schemas
 from services.ledger import readmodels
@@ -68,8 +69,8 @@ def one_line_error(result) -> str:
 
 
 def awards_of(call: demo_data.DemoCall) -> list[Decimal]:
-    """What the calls service's ranking awards, in ranking order (services/calls/ranking.py,
-    the bonus as services/calls/domain.py counts it)."""
+    """What the calls service's ranking awards, in ranking order (services/calls/domain/ranking.py,
+    the bonus as services/calls/domain/call.py counts it)."""
     criteria = [ranking.Criterion(*c) for c in call.criteria]
     candidates = []
     for seq, app_ in enumerate(call.applicants, start=1):

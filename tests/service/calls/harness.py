@@ -33,7 +33,7 @@ AFTER = dt.datetime(2024, 4, 2, 9, 0, tzinfo=UTC)  # after it: the call may clos
 
 def calls_class(name: str, clock: FixedClock) -> type:
     """The calls service under another name, on the test's clock."""
-    store = EventStore(projections=readmodels.PROJECTIONS, upcasters=events.upcasters, clock=clock)
+    store = EventStore(projections=readmodels.PROJECTIONS, contracts=events.CONTRACTS, clock=clock)
     return type(f"Calls_{name}", (CallsService,), {"name": name, "store": store})
 
 
@@ -277,7 +277,19 @@ def awarded_call(
     client.ok(f"/calls/{call_id}/close")
     client.ok(f"/calls/{call_id}/evaluation/complete")
     approved = client.ok(f"/calls/{call_id}/ranking/approve")
-    return {"call_id": call_id, "applications": ids, "awards": approved.get("awards", [])}
+    return {"call_id": call_id, "applications": ids, "awards": award_ids(approved)}
+
+
+def award_ids(reply: dict[str, Any]) -> list[str]:
+    """The awards a command's reply names, in the order it made them (one is `award_id`)."""
+    if "award_ids" in reply:
+        return list(reply["award_ids"])
+    return [reply["award_id"]] if "award_id" in reply else []
+
+
+def types(reply: dict[str, Any]) -> list[str]:
+    """The types of the events a command's reply lists, in log order."""
+    return [event["type"] for event in reply["events"]]
 
 
 def grants(log: Any) -> dict[str, RecordedEvent]:

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from services.calls import awards, domain
-from services.calls.rules import call_stream
+from services.calls import domain
+from services.calls.commands import call_stream
+from services.calls.domain import awards
 from shared.clock import UTC
 from shared.records import NewEvent, RecordedEvent
 
@@ -55,7 +56,7 @@ def apply_award(
     award: awards.Award, events: Iterable[NewEvent], at: dt.datetime = DURING
 ) -> awards.Award:
     for event in events:
-        awards.evolve(award, recorded(event, at=at))
+        awards.evolve_award(award, recorded(event, at=at))
     return award
 
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.calls import awards
-from services.calls.rules import (
+from services.calls.domain import awards
+from services.calls.domain.errors import (
     AnswerMismatch,
     AwardNotConfirmed,
     TrancheExceedsAward,

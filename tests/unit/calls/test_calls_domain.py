@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from services.calls import domain, events
-from services.calls.rules import (
+from services.calls.domain.errors import (
     DuplicateApplication,
     InvalidScore,
     NotAdmitted,

@@ -1,4 +1,4 @@
-"""The ranking and the awards it funds (ranking.py, funding.py): worked examples, and hypothesis
+"""The ranking and the awards it funds (domain/ranking.py, domain/funding.py): worked examples, and hypothesis
 for random applications and scores."""
 
 from __future__ import annotations
@@ -10,15 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.calls import domain, ranking
-from services.calls.ranking import Candidate, Criterion
-from services.calls.rules import (
-    BudgetExceeded,
-    RankingBeforeClose,
-    WrongState,
-    award_stream,
-    call_stream,
-)
+from services.calls import domain
+from services.calls.commands import award_stream, call_stream
+from services.calls.domain import ranking
+from services.calls.domain.errors import BudgetExceeded, RankingBeforeClose, WrongState
+from services.calls.domain.ranking import Candidate, Criterion
 from tests.unit.calls.builders import TODAY, a_call, apply_call, approved, full, scored_call
 
 CRITERIA = [
@@ -242,7 +238,7 @@ def test_award_next_gives_the_released_money_to_the_next_in_the_ranking():
     changes = approved(call)
     suspended_award = changes[call_stream(call.call_id)][2].data["award_id"]
     # the ledger refused the second award: its money comes back to the call
-    from services.calls import awards
+    from services.calls.domain import awards
     from tests.unit.calls.builders import apply_award
 
     award = apply_award(awards.Award(), changes[award_stream(suspended_award)])

@@ -9,6 +9,7 @@ references only, never an applicant's name.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from shared.errors import NotFound
 
-from .tables import (
+from .readmodels.tables import (
     alerts,
     applications,
     awards,
@@ -183,3 +184,14 @@ def list_alerts(query: Query, only_open: bool | None) -> dict[str, Any]:
     if only_open:
         statement = statement.where(alerts.c.resolved_at.is_(None))
     return {"alerts": _rows(query, statement.order_by(alerts.c.raised_at, alerts.c.alert_id))}
+
+
+def waiting_awards(query: Query, awarded_before: dt.datetime) -> list[Any]:
+    """Awards still `granted`, not yet flagged, awarded at or before `awarded_before` (rows with
+    award_id, call_id, awarded_at): those the answer timeout looks at."""
+    a = awards.c
+    return query(
+        sa.select(a.award_id, a.call_id, a.awarded_at).where(
+            a.status == "granted", a.overdue.is_(False), a.awarded_at <= awarded_before
+        )
+    )

@@ -16,16 +16,10 @@ from shared.errors import NotFound
 from shared.money import ZERO, money_text
 from shared.records import NewEvent
 
+from ..commands import award_stream, call_stream, derived_id
+from ..state import Call
 from . import awards, ranking
-from .rules import (
-    BudgetExceeded,
-    RankingBeforeClose,
-    award_stream,
-    call_stream,
-    derived_id,
-    require_state,
-)
-from .state import Call
+from .errors import BudgetExceeded, RankingBeforeClose, require_state
 
 # -- ranking and awards --------------------------------------------------------------------------
 

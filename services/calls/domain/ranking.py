@@ -23,12 +23,9 @@ from fractions import Fraction
 
 from shared.money import CENT, ZERO
 
+from ..state import Criterion, Ranked
 
-@dataclasses.dataclass(frozen=True)
-class Criterion:
-    name: str
-    weight: int
-    max_score: int
+__all__ = ["Allocation", "Candidate", "Criterion", "Ranked", "allocate", "award_amount", "rank"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,18 +39,6 @@ class Candidate:
     bonus: int
     requested: Decimal
     eligible_cost: Decimal
-
-
-@dataclasses.dataclass(frozen=True)
-class Ranked:
-    position: int
-    application_id: str
-    seq: int
-    public_reference: str
-    scores: Mapping[str, int]
-    weighted: Decimal
-    bonus: int
-    total: Decimal
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,65 +14,27 @@ tranches (advance, interim, balance; flow F2) -> closed (the balance is paid) | 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from shared.clock import format_ts
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput
 from shared.money import ZERO, money_text
-from shared.records import Aggregate, NewEvent, RecordedEvent
+from shared.records import NewEvent
 
-from .rules import (
+from ..commands import derived_id
+from ..state import AWARD as AWARD  # the state, beside its decisions
+from ..state import LIVE, Award
+from ..state import evolve_award as evolve_award
+from .errors import (
     AnswerMismatch,
     AwardNotConfirmed,
     TrancheExceedsAward,
     TrancheOrder,
-    derived_id,
     require_state,
 )
-
-LIVE = ("requested", "paid")
-
-
-@dataclasses.dataclass
-class Tranche:
-    tranche_id: str
-    kind: str
-    amount: Decimal
-    status: str = "requested"  # requested | paid | rejected
-
-
-@dataclasses.dataclass
-class Award:
-    award_id: str = ""
-    call_id: str = ""
-    application_id: str = ""
-    amount: Decimal = ZERO
-    status: str = "none"  # granted | confirmed | suspended | closed | revoked
-    awarded_at: dt.datetime | None = None
-    commitment_id: str | None = None
-    tranches: dict[str, Tranche] = dataclasses.field(default_factory=dict)
-    reports: int = 0
-    expenditure: Decimal = ZERO
-    overdue: bool = False
-
-    @property
-    def in_tranches(self) -> Decimal:
-        """What the tranches asked for or got: the part of the award no new tranche may take."""
-        return sum((t.amount for t in self.tranches.values() if t.status in LIVE), ZERO)
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.amount - self.in_tranches
-
-    def tranche(self, tranche_id: str) -> Tranche:
-        found = self.tranches.get(tranche_id)
-        if found is None:
-            raise NotFound(f"award {self.award_id} has no tranche {tranche_id}")
-        return found
 
 
 def grant(
@@ -275,35 +237,3 @@ def flag_overdue(award: Award, now: dt.datetime, timeout: dt.timedelta) -> list[
         "timeout_seconds": int(timeout.total_seconds()),
     }
     return [NewEvent("award_answer_overdue", data)]
-
-
-# -- folding -------------------------------------------------------------------------------------
-
-
-def evolve(award: Award, event: RecordedEvent) -> Award:
-    d = event.data
-    if event.type == "grant_awarded":
-        award.award_id, award.call_id = d["award_id"], d["call_id"]
-        award.application_id, award.amount = d["application_id"], Decimal(d["amount"])
-        award.status, award.awarded_at = "granted", event.occurred_at
-    elif event.type == "grant_confirmed":
-        award.status, award.commitment_id = "confirmed", d["commitment_id"]
-    elif event.type in ("grant_suspended", "grant_revoked"):
-        award.status = "suspended" if event.type == "grant_suspended" else "revoked"
-    elif event.type == "tranche_requested":
-        award.tranches[d["tranche_id"]] = Tranche(d["tranche_id"], d["kind"], Decimal(d["amount"]))
-    elif event.type == "tranche_paid":
-        award.tranches[d["tranche_id"]].status = "paid"
-        if d["kind"] == "balance" and award.status == "confirmed":
-            award.status = "closed"
-    elif event.type == "tranche_rejected":
-        award.tranches[d["tranche_id"]].status = "rejected"
-    elif event.type == "expenditure_reported":
-        award.reports += 1
-        award.expenditure += Decimal(d["amount"])
-    elif event.type == "award_answer_overdue":
-        award.overdue = True
-    return award
-
-
-AWARD: Aggregate[Award] = Aggregate("award", Award, evolve)

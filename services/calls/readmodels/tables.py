@@ -1,4 +1,4 @@
-"""The calls service's read-model tables (see readmodels.py for what each answers and who fills
+"""The calls service's read-model tables (see the package for what each answers and who fills
 them), and the few Core helpers the folds share. Declared on their own MetaData, which the
 projection owns: rebuild drops and recreates them.
 """
@@ -149,7 +149,7 @@ alerts = sa.Table(
 )
 
 
-# -- helpers of the folds (readmodels.py, award_folds.py) ----------------------------------------
+# -- helpers of the folds (the package and award_folds.py) -------------------------------------
 
 
 def date_of(text: str | None) -> dt.date | None:

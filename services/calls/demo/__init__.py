@@ -16,7 +16,7 @@ In order, after the ledger's steps (the books the awards go to):
 3. advances requested on the first confirmed awards of each call, paid by the ledger (flow F2).
 
 It ends on a line per call: its applications, its awards by status, what is left of its budget
-and what was paid in advances. The calls and their applicants are data, in demo_data.py.
+and what was paid in advances. The calls and their applicants are data, in data.py.
 
 **Early closure.** A call takes applications only inside its window (Bologna days). The demo runs
 on the real clock against a plain `lavoro run`: it drafts both calls with a window of
@@ -35,7 +35,7 @@ from typing import Any
 
 from shared.demo import Check, Command, Contribution, Demo, DemoError, Outcome, Step, euros, key
 
-from .demo_data import DEMO_CALLS, DemoCall
+from .data import DEMO_CALLS, DemoCall
 
 CLOSE_REASON = "Demo: applications collected, closed early by the office"
 CLOSED = ("closed", "evaluated", "ranking_approved")  # a call's states once it was closed

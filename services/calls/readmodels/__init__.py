@@ -12,7 +12,7 @@
 
 Handlers run in the append's transaction with SQLAlchemy Core only. Amounts are `Amount` columns;
 sums are done in Python with Decimal (SQLite keeps them as text). The applicant is kept exactly as
-the event holds it (personal fields sealed); `person_erased` blanks it. This module folds the
+the event holds it (personal fields sealed); `person_erased` blanks it. The package folds the
 calls and applications; award_folds.py the awards, tranches, reports and alerts; both into the one
 projection `calls`.
 """

@@ -4,12 +4,12 @@ One stream per call, `call-<call_id>`, holds the call and every application to i
 span applications (one application per applicant, the ranking, the sum of awards within the
 budget) then hold under the log's optimistic concurrency on one stream, with no cross-stream
 locking. Each award has its own stream, `award-<award_id>` (docs/events.md, F1/F2), whose rules
-are in `awards.py`; the call stream keeps the awards' money (`funds_reserved` / `funds_released`),
+are in awards.py; the call stream keeps the awards' money (`funds_reserved` / `funds_released`),
 so the call's available budget is always budget - reserved + released.
 
 Decisions take the state and plain values (ids, `now`, dates) and return the events to append;
 `evolve` (state.py) folds an event into the state. A broken rule raises one of the errors in
-`rules.py`. This module holds the call's lifecycle and the applications; the ranking and the
+errors.py. This module holds the call's lifecycle and the applications; the ranking and the
 awards it funds are in funding.py (re-exported here), an award's own rules in awards.py.
 """
 
@@ -25,17 +25,17 @@ from shared.errors import InvalidInput
 from shared.money import money_text
 from shared.records import NewEvent
 
-from .funding import approve_ranking, award_next, candidates, on_commitment_rejected
-from .rules import (
+from ..commands import derived_id
+from ..state import CALL, Application, Call, evolve, fold
+from .errors import (
     DuplicateApplication,
     InvalidScore,
     NotAdmitted,
     OutsideWindow,
     RankingBeforeClose,
-    derived_id,
     require_state,
 )
-from .state import CALL, Application, Call, evolve, fold
+from .funding import approve_ranking, award_next, candidates, on_commitment_rejected
 
 __all__ = [
     "CALL",
@@ -52,6 +52,7 @@ __all__ = [
     "evolve",
     "fold",
     "hold_codesign_session",
+    "identified",
     "on_commitment_rejected",
     "publish_call",
     "reject",
@@ -163,10 +164,19 @@ def applicant_key(kind: str, person_id: str | None, organisation_tax_code: str |
     return f"{kind}:{organisation_tax_code}"
 
 
+def identified(applicant: Mapping[str, Any], person_id: str | None) -> tuple[dict[str, Any], str]:
+    """The applicant with its person's pseudonymous id (None for a body without a reference
+    person), and the key that makes one applicant one applicant (`applicant_key`)."""
+    organisation = applicant.get("organisation") or {}
+    key = applicant_key(applicant["kind"], person_id, organisation.get("tax_code"))
+    return {**applicant, "person_id": person_id}, key
+
+
 def submit_application(
     call: Call, application: Mapping[str, Any], *, key: str, now: dt.datetime
 ) -> list[NewEvent]:
-    """`application`: the loaded input, plaintext; the service seals personal fields after."""
+    """`application`: the loaded input, plaintext; the store seals the personal fields as it
+    appends (events.CONTRACTS.persons)."""
     require_state("the call", call.status, ("published",), "take applications")
     assert call.opens_at is not None and call.closes_at is not None
     if not call.opens_at <= now < call.closes_at:
