@@ -132,11 +132,16 @@ def test_a_repeat_of_a_command_on_several_streams_answers_with_all_its_events(st
 
 def test_one_command_run_twice_at_once_appends_once(store: Any) -> None:
     results: list[unit_of_work.Outcome] = []
+    # Both runs are past the command check before either loads (and so before either appends).
+    both_deciding = threading.Barrier(2, timeout=10)
 
     def slow_plan(session: unit_of_work.Session) -> unit_of_work.Decision:
-        decision = deposit("a", "10.00")(session)
-        time.sleep(0.01)  # both runs are past the command check before either appends
-        return decision
+        if not getattr(local, "met", False):
+            local.met = True
+            both_deciding.wait()
+        return deposit("a", "10.00")(session)
+
+    local = threading.local()
 
     threads = [
         threading.Thread(
