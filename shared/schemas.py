@@ -23,7 +23,7 @@ import datetime as dt
 import decimal
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from marshmallow import ValidationError, fields
@@ -281,11 +281,21 @@ def _map_nested(
 class Schema(ma.Schema):
     """Base of every lavoro schema: unknown keys are refused (a typo must not pass silently).
 
+    An input schema with `into = SomeCommand` loads an instance of that (frozen) dataclass, its
+    lists as tuples, instead of a dict: a service's commands are typed from the edge inward.
     Field order is declaration order (marshmallow 4 always keeps it; `ordered` no longer exists).
     """
 
+    into: ClassVar[Callable[..., Any] | None] = None
+
     class Meta:
         unknown = ma.RAISE
+
+    @ma.post_load
+    def _into(self, data: dict[str, Any], **_: Any) -> Any:
+        if self.into is None:
+            return data
+        return self.into(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def personal_fields(self) -> list[str]:
         """The JSON paths this schema marks personal (see `personal_paths`)."""

@@ -22,6 +22,7 @@ from marshmallow import ValidationError, fields, validate
 
 from shared.schemas import LocalDate, Money, Personal, Schema, UtcDateTime
 
+from . import commands
 from .commands import (
     APPLICANT_KINDS,
     BUDGET_LINES,
@@ -74,6 +75,8 @@ class TaxCode(fields.String):
 
 
 class CriterionIn(Schema):
+    into = commands.CriterionTerms
+
     name = fields.String(
         required=True,
         validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,39}$", error="A lowercase slug: a-z, 0-9, _."),
@@ -83,6 +86,8 @@ class CriterionIn(Schema):
 
 
 class DraftCallIn(Schema):
+    into = commands.DraftCall
+
     title = _text(200, required=True)
     reference = fields.String(
         required=True,
@@ -182,12 +187,16 @@ class ApplicantIn(Schema):
 
 
 class PlanIn(Schema):
+    into = commands.BusinessPlan
+
     eligible_cost = Money(required=True, validate=positive)
     requested_amount = Money(required=True, validate=positive)
     jobs_created = fields.Integer(required=True, strict=True, validate=validate.Range(0, 10_000))
 
 
 class CloseCallIn(Schema):
+    into = commands.CloseCall
+
     reason = _text(
         500,
         load_default=None,
@@ -196,27 +205,37 @@ class CloseCallIn(Schema):
 
 
 class SubmitApplicationIn(Schema):
+    into = commands.SubmitApplication
+
     applicant = fields.Nested(ApplicantIn, required=True)
     project_title = _text(200, required=True)
     business_plan = fields.Nested(PlanIn, required=True)
 
 
 class RejectIn(Schema):
+    into = commands.RejectApplication
+
     reason = fields.String(required=True, validate=validate.OneOf(REJECTION_REASONS))
     note = fields.String(load_default=None, validate=validate.Length(max=2000))
 
 
 class AccompanimentIn(Schema):
+    into = commands.StartAccompaniment
+
     started_on = LocalDate(load_default=None, metadata={"description": "default: today"})
 
 
 class CodesignSessionIn(Schema):
+    into = commands.HoldCodesignSession
+
     held_on = LocalDate(required=True)
     topic = _text(200, required=True)
     notes = fields.String(load_default=None, validate=validate.Length(max=4000))
 
 
 class ScoreIn(Schema):
+    into = commands.ScoreApplication
+
     scores = fields.Dict(
         keys=fields.String(),
         values=fields.Integer(strict=True),
@@ -229,6 +248,8 @@ class ScoreIn(Schema):
 
 
 class TrancheIn(Schema):
+    into = commands.RequestTranche
+
     kind = fields.String(required=True, validate=validate.OneOf(TRANCHE_KINDS))
     amount = Money(required=True, validate=positive)
     claim_reference = _text(100, required=True)
@@ -236,6 +257,8 @@ class TrancheIn(Schema):
 
 
 class ExpenditureIn(Schema):
+    into = commands.ReportExpenditure
+
     amount = Money(required=True, validate=positive)
     period_from = LocalDate(required=True)
     period_to = LocalDate(required=True)
@@ -243,6 +266,8 @@ class ExpenditureIn(Schema):
 
 
 class RevokeIn(Schema):
+    into = commands.RevokeAward
+
     reason = _text(2000, required=True)
 
 

@@ -25,6 +25,7 @@ ledger under a unique name maps it with the chassis's `LAVORO_SOURCES: {"ledger"
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -106,7 +107,7 @@ class CallsService(Service):
     def close_call(self, cmd: CommandRequest, call_id: str) -> Outcome:
         """Close a published call: once its window has ended, or earlier ("chiusura anticipata",
         e.g. the resources are exhausted) with a `reason`."""
-        reason = cmd.data["reason"]
+        reason = cmd.data.reason
         return self._on_call(
             cmd, call_id, lambda c: domain.close_call(c, self.store.clock.now(), reason)
         )
@@ -139,10 +140,11 @@ class CallsService(Service):
     )
     def submit_application(self, cmd: CommandRequest, call_id: str) -> Outcome:
         """Submit an application while the call is open; one per applicant and call."""
-        person = cmd.data["applicant"].get("person")
+        person = cmd.data.applicant.get("person")
         person_id = self.people.person_id(person["tax_code"]) if person else None
-        applicant, key = domain.identified(cmd.data["applicant"], person_id)
-        application, now = {**cmd.data, "applicant": applicant}, self.store.clock.now()
+        applicant, key = domain.identified(cmd.data.applicant, person_id)
+        application = dataclasses.replace(cmd.data, applicant=applicant)
+        now = self.store.clock.now()
         return self._on_call(
             cmd, call_id, lambda c: domain.submit_application(c, application, key=key, now=now)
         )
@@ -162,7 +164,7 @@ class CallsService(Service):
         """Find a submitted application inadmissible, with the reason."""
         d = cmd.data
         return self._on_call(
-            cmd, call_id, lambda c: domain.reject(c, application_id, d["reason"], d["note"])
+            cmd, call_id, lambda c: domain.reject(c, application_id, d.reason, d.note)
         )
 
     @command(
@@ -175,7 +177,7 @@ class CallsService(Service):
         self, cmd: CommandRequest, call_id: str, application_id: str
     ) -> Outcome:
         """Start accompaniment (co-design) of an admitted application."""
-        day = cmd.data["started_on"] or self._today()
+        day = cmd.data.started_on or self._today()
         return self._on_call(
             cmd, call_id, lambda c: domain.start_accompaniment(c, application_id, day)
         )
@@ -194,9 +196,7 @@ class CallsService(Service):
         return self._on_call(
             cmd,
             call_id,
-            lambda c: domain.hold_codesign_session(
-                c, application_id, d["held_on"], d["topic"], d["notes"]
-            ),
+            lambda c: domain.hold_codesign_session(c, application_id, d.held_on, d.topic, d.notes),
         )
 
     @command(
@@ -207,7 +207,7 @@ class CallsService(Service):
     )
     def score(self, cmd: CommandRequest, call_id: str, application_id: str) -> Outcome:
         """Score an admitted application on one or more criteria (the caller is the evaluator)."""
-        scores = cmd.data["scores"]
+        scores = cmd.data.scores
         return self._on_call(
             cmd, call_id, lambda c: domain.score(c, application_id, scores, cmd.actor)
         )
@@ -223,8 +223,8 @@ class CallsService(Service):
     )
     def request_tranche(self, cmd: CommandRequest, award_id: str) -> Outcome:
         """Request a tranche of a confirmed award (advance, interim or balance), never beyond it."""
-        d = {**cmd.data, "claim_date": cmd.data["claim_date"] or self._today()}
-        return self._on_award(cmd, award_id, lambda a: awards.request_tranche(a, **d))
+        today = self._today()
+        return self._on_award(cmd, award_id, lambda a: awards.request_tranche(a, cmd.data, today))
 
     @command(
         "POST",
@@ -235,13 +235,15 @@ class CallsService(Service):
     )
     def report_expenditure(self, cmd: CommandRequest, award_id: str) -> Outcome:
         """Report expenditure against a confirmed award."""
-        d = {**cmd.data, "reported_on": self._today()}
-        return self._on_award(cmd, award_id, lambda a: awards.report_expenditure(a, **d))
+        today = self._today()
+        return self._on_award(
+            cmd, award_id, lambda a: awards.report_expenditure(a, cmd.data, today)
+        )
 
     @command("POST", "/awards/<award_id>/revoke", schema=api.RevokeIn, tags=("awards",))
     def revoke(self, cmd: CommandRequest, award_id: str) -> Outcome:
         """Revoke a confirmed award (its money stays committed in the ledger until reduced)."""
-        reason, day = cmd.data["reason"], self._today()
+        reason, day = cmd.data.reason, self._today()
         return self._on_award(
             cmd, award_id, lambda a: awards.revoke(a, reason=reason, revoked_on=day)
         )

@@ -119,11 +119,6 @@ class DisbursePaymentIn(Schema):
     paid_on = LocalDate(required=True)
     amount = Euros(required=True, validate=positive)
 
-    @ma.validates_schema
-    def _paid_after_the_claim(self, data: dict[str, Any], **_: Any) -> None:
-        if "paid_on" in data and "claim_date" in data and data["paid_on"] < data["claim_date"]:
-            raise ValidationError("A claim cannot be paid before it is made.", "paid_on")
-
 
 class AsOfQuery(Schema):
     as_of = LocalDate(

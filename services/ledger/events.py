@@ -30,7 +30,7 @@ from .state import ENTRY_POSTED, LINES
 
 CUP = validate.Regexp(r"^[A-Z0-9]{15}$", error="A CUP is 15 capital letters and digits.")
 COMMITMENT_REJECTIONS = ("line_lacks_room", "unknown_project", "unknown_line")
-PAYMENT_REJECTIONS = ("no_commitment", "exceeds_commitment")
+PAYMENT_REJECTIONS = ("no_commitment", "exceeds_commitment", "claim_not_yet_made")
 TRANCHE_KINDS = ("advance", "interim", "balance")
 
 

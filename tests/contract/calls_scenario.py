@@ -7,7 +7,13 @@ import datetime as dt
 from decimal import Decimal
 
 from services.calls import domain
-from services.calls.commands import award_stream, call_stream
+from services.calls.commands import (
+    ReportExpenditure,
+    RequestTranche,
+    SubmitApplication,
+    award_stream,
+    call_stream,
+)
 from services.calls.domain import awards
 from shared.records import NewEvent
 from tests.unit.calls.builders import (
@@ -86,7 +92,11 @@ def every_event() -> list[NewEvent]:
     apply_call(call, keep(compensation[call_stream(call.call_id)]))
 
     first = awards.request_tranche(
-        confirmed, kind="advance", amount=Decimal("1000.00"), claim_reference="PG-1", claim_date=DAY
+        confirmed,
+        RequestTranche(
+            kind="advance", amount=Decimal("1000.00"), claim_reference="PG-1", claim_date=DAY
+        ),
+        DAY,
     )
     apply_award(confirmed, keep(first))
     tranche_id = first[0].data["tranche_id"]
@@ -98,7 +108,11 @@ def every_event() -> list[NewEvent]:
     }
     apply_award(confirmed, keep(awards.record_payment(confirmed, paid)))
     second = awards.request_tranche(
-        confirmed, kind="interim", amount=Decimal("2000.00"), claim_reference="PG-2", claim_date=DAY
+        confirmed,
+        RequestTranche(
+            kind="interim", amount=Decimal("2000.00"), claim_reference="PG-2", claim_date=DAY
+        ),
+        DAY,
     )
     apply_award(confirmed, keep(second))
     refusal = {
@@ -107,19 +121,18 @@ def every_event() -> list[NewEvent]:
         "remaining": "0.00",
     }
     apply_award(confirmed, keep(awards.record_payment_rejection(confirmed, refusal)))
-    report = dict(
+    report = ReportExpenditure(
         amount=Decimal("900.00"),
         period_from=DAY,
         period_to=DAY,
         description="tools",
-        reported_on=DAY,
     )
-    apply_award(confirmed, keep(awards.report_expenditure(confirmed, **report)))
+    apply_award(confirmed, keep(awards.report_expenditure(confirmed, report, DAY)))
     keep(awards.revoke(confirmed, reason="abandoned", revoked_on=DAY))
     return emitted
 
 
-def _application(n: int) -> dict[str, object]:
+def _application(n: int) -> SubmitApplication:
     app = an_application(tax_code=f"RSSMRA80A01A{n:03d}X", priorities=["women"], person_id=f"p-{n}")
-    app["applicant"]["person"]["email"] = f"persona{n}@example.org"  # type: ignore[index]
+    app.applicant["person"]["email"] = f"persona{n}@example.org"
     return app

@@ -24,7 +24,7 @@ from shared.errors import InvalidInput
 from shared.money import ZERO, money_text
 from shared.records import NewEvent
 
-from ..commands import derived_id
+from ..commands import ReportExpenditure, RequestTranche, derived_id
 from ..state import AWARD as AWARD  # the state, beside its decisions
 from ..state import LIVE, Award
 from ..state import evolve_award as evolve_award
@@ -149,10 +149,16 @@ def record_payment_rejection(award: Award, answer: Mapping[str, Any]) -> list[Ne
 # -- commands ------------------------------------------------------------------------------------
 
 
-def request_tranche(
-    award: Award, *, kind: str, amount: Decimal, claim_reference: str, claim_date: dt.date
-) -> list[NewEvent]:
-    """`tranche_requested` v1 (F2)."""
+def request_tranche(award: Award, tranche: RequestTranche, today: dt.date) -> list[NewEvent]:
+    """`tranche_requested` v1 (F2), claimed on the command's date or today, never later: the
+    ledger pays a claim only once it is made (a date to come would be paid before it)."""
+    kind, amount = tranche.kind, tranche.amount
+    claim_date = tranche.claim_date or today
+    if claim_date > today:
+        raise InvalidInput(
+            "a claim cannot be dated after today",
+            fields={"claim_date": [f"must be on or before {today.isoformat()} (Bologna)"]},
+        )
     if award.status != "confirmed":
         raise AwardNotConfirmed(
             f"no tranche while the award is {award.status}: the ledger has not confirmed it",
@@ -177,33 +183,27 @@ def request_tranche(
         "tranche_id": derived_id(award.award_id, "tranche", str(len(award.tranches) + 1)),
         "kind": kind,
         "amount": money_text(amount),
-        "claim_reference": claim_reference,
+        "claim_reference": tranche.claim_reference,
         "claim_date": claim_date.isoformat(),
     }
     return [NewEvent("tranche_requested", data)]
 
 
 def report_expenditure(
-    award: Award,
-    *,
-    amount: Decimal,
-    period_from: dt.date,
-    period_to: dt.date,
-    description: str,
-    reported_on: dt.date,
+    award: Award, report: ReportExpenditure, reported_on: dt.date
 ) -> list[NewEvent]:
     require_state("the award", award.status, ("confirmed",), "report expenditure against it")
-    if period_to < period_from:
+    if report.period_to < report.period_from:
         raise InvalidInput(
             "the period ends before it starts", fields={"period_to": ["< period_from"]}
         )
     data = {
         "award_id": award.award_id,
         "report_id": derived_id(award.award_id, "report", str(award.reports + 1)),
-        "amount": money_text(amount),
-        "period_from": period_from.isoformat(),
-        "period_to": period_to.isoformat(),
-        "description": description,
+        "amount": money_text(report.amount),
+        "period_from": report.period_from.isoformat(),
+        "period_to": report.period_to.isoformat(),
+        "description": report.description,
         "reported_on": reported_on.isoformat(),
     }
     return [NewEvent("expenditure_reported", data)]

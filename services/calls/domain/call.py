@@ -7,7 +7,8 @@ locking. Each award has its own stream, `award-<award_id>` (docs/events.md, F1/F
 are in awards.py; the call stream keeps the awards' money (`funds_reserved` / `funds_released`),
 so the call's available budget is always budget - reserved + released.
 
-Decisions take the state and plain values (ids, `now`, dates) and return the events to append;
+Decisions take the state, the command (commands.py) or plain values (ids, `now`, dates) and
+return the events to append;
 `evolve` (state.py) folds an event into the state. A broken rule raises one of the errors in
 errors.py. This module holds the call's lifecycle and the applications; the ranking and the
 awards it funds are in funding.py (re-exported here), an award's own rules in awards.py.
@@ -25,7 +26,7 @@ from shared.errors import InvalidInput
 from shared.money import money_text
 from shared.records import NewEvent
 
-from ..commands import derived_id
+from ..commands import DraftCall, SubmitApplication, derived_id
 from ..state import CALL, Application, Call, evolve, fold
 from .errors import (
     DuplicateApplication,
@@ -68,43 +69,40 @@ MAX_CLOSE_REASON = 500  # characters of an early closure's reason
 # -- the call ------------------------------------------------------------------------------------
 
 
-def draft_call(call: Call, call_id: str, terms: Mapping[str, Any]) -> list[NewEvent]:
-    """`terms` as the input schema loads them (Decimal, date, lists of dicts)."""
+def draft_call(call: Call, call_id: str, terms: DraftCall) -> list[NewEvent]:
     require_state("the call", call.status, ("none",), "draft it")
-    criteria = list(terms["criteria"])
-    names = [c["name"] for c in criteria]
+    names = [c.name for c in terms.criteria]
     problems: dict[str, list[str]] = {}
-    if sum(c["weight"] for c in criteria) != 100:
+    if sum(c.weight for c in terms.criteria) != 100:
         problems["criteria"] = ["the weights must sum to 100"]
     if len(set(names)) != len(names):
         problems.setdefault("criteria", []).append("criterion names must be unique")
-    tie_break = list(terms["tie_break"])
+    tie_break = list(terms.tie_break)
     if any(name not in names for name in tie_break) or len(set(tie_break)) != len(tie_break):
         problems["tie_break"] = ["each tie-break must be a criterion of the call, once"]
-    if terms["closes_on"] < terms["opens_on"]:
+    if terms.closes_on < terms.opens_on:
         problems["closes_on"] = ["the call cannot close before it opens"]
     if problems:
         raise InvalidInput("invalid call terms", fields=problems)
-    opens_at, closes_at = window(terms["opens_on"], terms["closes_on"])
+    opens_at, closes_at = window(terms.opens_on, terms.closes_on)
     data = {
         "call_id": call_id,
-        "title": terms["title"],
-        "reference": terms["reference"],
-        "kind": terms["kind"],
-        "budget_line": terms["budget_line"],
-        "project_cup": terms["project_cup"],
-        "budget": money_text(terms["budget"]),
-        "opens_on": terms["opens_on"].isoformat(),
-        "closes_on": terms["closes_on"].isoformat(),
+        "title": terms.title,
+        "reference": terms.reference,
+        "kind": terms.kind,
+        "budget_line": terms.budget_line,
+        "project_cup": terms.project_cup,
+        "budget": money_text(terms.budget),
+        "opens_on": terms.opens_on.isoformat(),
+        "closes_on": terms.closes_on.isoformat(),
         "opens_at": format_ts(opens_at),
         "closes_at": format_ts(closes_at),
         "criteria": [
-            {"name": c["name"], "weight": c["weight"], "max_score": c["max_score"]}
-            for c in criteria
+            {"name": c.name, "weight": c.weight, "max_score": c.max_score} for c in terms.criteria
         ],
-        "bonuses": dict(sorted(terms["bonuses"].items())),
-        "award_cap": money_text(terms["award_cap"]),
-        "max_share": f"{terms['max_share']:f}",
+        "bonuses": dict(sorted(terms.bonuses.items())),
+        "award_cap": money_text(terms.award_cap),
+        "max_share": f"{terms.max_share:f}",
         "tie_break": tie_break,
     }
     return [NewEvent("call_drafted", data)]
@@ -173,10 +171,10 @@ def identified(applicant: Mapping[str, Any], person_id: str | None) -> tuple[dic
 
 
 def submit_application(
-    call: Call, application: Mapping[str, Any], *, key: str, now: dt.datetime
+    call: Call, application: SubmitApplication, *, key: str, now: dt.datetime
 ) -> list[NewEvent]:
-    """`application`: the loaded input, plaintext; the store seals the personal fields as it
-    appends (events.CONTRACTS.persons)."""
+    """`application` as loaded, its applicant `identified`; plaintext here: the store seals the
+    personal fields as it appends (events.CONTRACTS.persons)."""
     require_state("the call", call.status, ("published",), "take applications")
     assert call.opens_at is not None and call.closes_at is not None
     if not call.opens_at <= now < call.closes_at:
@@ -191,11 +189,11 @@ def submit_application(
             application_id=call.applicants[key],
         )
     seq = len(call.applications) + 1
-    applicant = application["applicant"]
+    applicant = application.applicant
     holder = applicant.get("person") if applicant["kind"] == "person" else applicant["organisation"]
     priorities = sorted(set((holder or {}).get("priorities", [])))
     bonus = sum(call.terms["bonuses"].get(p, 0) for p in priorities)
-    plan = application["business_plan"]
+    plan = application.business_plan
     data = {
         "call_id": call.call_id,
         "application_id": derived_id(call.call_id, "application", str(seq)),
@@ -203,11 +201,11 @@ def submit_application(
         "public_reference": f"{call.terms['reference']}-{seq:04d}",
         "applicant_key": key,
         "applicant": dict(applicant),
-        "project_title": application["project_title"],
+        "project_title": application.project_title,
         "business_plan": {
-            "eligible_cost": money_text(plan["eligible_cost"]),
-            "requested_amount": money_text(plan["requested_amount"]),
-            "jobs_created": plan["jobs_created"],
+            "eligible_cost": money_text(plan.eligible_cost),
+            "requested_amount": money_text(plan.requested_amount),
+            "jobs_created": plan.jobs_created,
         },
         "bonus": bonus,
         "submitted_at": format_ts(now),

@@ -29,11 +29,12 @@ nothing (idempotent by its business id); the same id with other figures is a `Co
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from shared.errors import Conflict, NotFound, RuleViolation
+from shared.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from shared.money import ZERO, money_text
 from shared.records import NewEvent, RecordedEvent
 
@@ -159,6 +160,17 @@ def payment_room(commitment: Commitment, amount: Decimal) -> Violation | None:
             "requested": money_text(amount),
             "remaining": money_text(commitment.remaining),
         },
+    )
+
+
+def claim_made(claim_date: dt.date, paid_on: dt.date) -> InvalidInput | None:
+    """A claim cannot be paid before it is made: the rule for a person's payment and for a
+    tranche the calls service asks for alike."""
+    if paid_on >= claim_date:
+        return None
+    return InvalidInput(
+        "a claim cannot be paid before it is made",
+        fields={"paid_on": [f"must be on or after the claim date {claim_date.isoformat()}"]},
     )
 
 
@@ -325,6 +337,9 @@ def disburse(project: Project, commitment: Commitment, cmd: DisbursePayment) -> 
             f"claim {cmd.claim_reference} of {cmd.commitment_id} is already paid",
             payment_id=payment_id,
         )
+    unmade = claim_made(cmd.claim_date, cmd.paid_on)
+    if unmade is not None:
+        raise unmade
     violation = payment_room(commitment, cmd.amount)
     if violation is not None:
         raise violation.error()

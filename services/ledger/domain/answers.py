@@ -3,7 +3,8 @@
 - `grant_awarded` -> `commitment_recorded` on the award's line, or `commitment_rejected` with the
   reason (`line_lacks_room`, `unknown_project`, `unknown_line`) and what the line had left;
 - `tranche_requested` -> `payment_disbursed` today (within what is left of the award's
-  commitment), or `payment_rejected` (`no_commitment`, `exceeds_commitment`).
+  commitment), or `payment_rejected` (`no_commitment`, `exceeds_commitment`, or
+  `claim_not_yet_made` for a claim dated after today: never paid before it is made).
 
 Both go on the award's stream `commitment-grant-<award_id>`. A refusal is an event, never an
 exception, so that the flow always ends; the rules are domain.py's, the same that refuse a person's
@@ -25,7 +26,7 @@ from ..commands import (
     tranche_payment_id,
 )
 from ..state import Commitment, Project
-from . import commitment_room, entries, payment_room, post
+from . import claim_made, commitment_room, entries, payment_room, post
 
 
 def answer_award(project: Project, commitment: Commitment, award: GrantAward) -> Decision:
@@ -74,6 +75,8 @@ def answer_tranche(
     reason: str | None = None
     if not commitment.recorded or project is None:
         reason = "no_commitment"
+    elif claim_made(request.claim_date, today) is not None:
+        reason = "claim_not_yet_made"
     elif payment_room(commitment, request.amount) is not None:
         reason = "exceeds_commitment"
     if reason is not None:

@@ -15,6 +15,7 @@ import structlog
 
 from services.calls import readmodels
 from shared import tables as t
+from shared.clock import UTC
 from shared.consumer import consumer_stats
 from tests.helpers import wait_for
 from tests.service.calls.harness import (
@@ -127,6 +128,8 @@ def test_f2_tranches_paid_rejected_and_the_award_closed(calls):
     wait_for(
         lambda: client.read(f"/awards/{award_id}")["status"] == "confirmed", 15, "confirmation"
     )
+
+    calls.clock.set(dt.datetime(2024, 5, 2, 9, 0, tzinfo=UTC))  # the day the claims are made
 
     def requested(kind, amount):
         body = {

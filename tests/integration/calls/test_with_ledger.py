@@ -10,6 +10,7 @@ SQLite files, or two PostgreSQL schemas), on the real broker, talking only throu
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from nameko.containers import ServiceContainer
 from nameko.standalone.events import get_event_exchange
 
 from services.ledger.service import LedgerService
+from shared.clock import UTC
 from shared.consumer import consumer_stats, queue_name
 from shared.dependencies import log_for
 from shared.dlq import dlq_name
@@ -160,6 +162,7 @@ def test_a_tranche_ends_paid_and_moves_the_ledgers_disbursed_figure_by_its_amoun
         20,
         "the grant confirmed",
     )
+    calls.clock.set(dt.datetime(2024, 5, 2, 9, 0, tzinfo=UTC))  # the day the claims are made
     before = figures(books, cup)
 
     body = {

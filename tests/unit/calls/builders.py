@@ -11,7 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from services.calls import domain
-from services.calls.commands import call_stream
+from services.calls.commands import (
+    BusinessPlan,
+    CriterionTerms,
+    DraftCall,
+    SubmitApplication,
+    call_stream,
+)
 from services.calls.domain import awards
 from shared.clock import UTC
 from shared.records import NewEvent, RecordedEvent
@@ -60,8 +66,8 @@ def apply_award(
     return award
 
 
-def terms(**overrides: Any) -> dict[str, Any]:
-    """Call terms as DraftCallIn loads them."""
+def terms(**overrides: Any) -> DraftCall:
+    """Call terms as DraftCallIn loads them (criteria may be given as dicts)."""
     base: dict[str, Any] = {
         "title": "Social innovation 2024/1",
         "reference": "AVV-2024-01",
@@ -82,7 +88,8 @@ def terms(**overrides: Any) -> dict[str, Any]:
         "tie_break": ["social_impact"],
     }
     base.update(overrides)
-    return base
+    criteria = tuple(CriterionTerms(**c) for c in base.pop("criteria"))
+    return DraftCall(**{**base, "tie_break": tuple(base["tie_break"])}, criteria=criteria)
 
 
 def a_call(status: str = "published", **overrides: Any) -> domain.Call:
@@ -102,7 +109,7 @@ def an_application(
     eligible: str = "10000.00",
     requested: str = "8000.00",
     person_id: str | None = "p-1",
-) -> dict[str, Any]:
+) -> SubmitApplication:
     """An application as SubmitApplicationIn loads it, with the person id the service adds."""
     if kind == "person":
         applicant: dict[str, Any] = {
@@ -129,15 +136,8 @@ def an_application(
                 "priorities": priorities or [],
             },
         }
-    return {
-        "applicant": applicant,
-        "project_title": "A bicycle repair workshop",
-        "business_plan": {
-            "eligible_cost": Decimal(eligible),
-            "requested_amount": Decimal(requested),
-            "jobs_created": 2,
-        },
-    }
+    plan = BusinessPlan(Decimal(eligible), Decimal(requested), jobs_created=2)
+    return SubmitApplication(applicant, "A bicycle repair workshop", plan)
 
 
 def submit(call: domain.Call, key: str, at: dt.datetime = DURING, **application: Any) -> str:

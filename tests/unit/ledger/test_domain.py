@@ -9,7 +9,7 @@ import pytest
 from services.ledger import domain, handlers
 from services.ledger.state import Commitment, Line, Project
 from shared import unit_of_work
-from shared.errors import Conflict, NotFound, RuleViolation
+from shared.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from tests.unit.ledger.memory import (
     CUP,
     MemoryStore,
@@ -19,6 +19,7 @@ from tests.unit.ledger.memory import (
     a_reduction,
     an_admission,
     d,
+    day,
     funded,
     replace,
 )
@@ -195,6 +196,15 @@ def test_a_payment_references_a_recorded_commitment():
     store = committed()
     error = refused(store, handlers.disburse(a_payment("contract-nope", "1.00")), NotFound)
     assert error.details["invariant"] == "references_commitment"
+
+
+def test_a_claim_cannot_be_paid_before_it_was_made():
+    store = committed()
+    early = replace(a_payment("convention-c", "1.00"), paid_on=day("2024-05-01"))
+    error = refused(store, handlers.disburse(early), InvalidInput)
+    assert error.status == 422 and list(error.fields) == ["paid_on"]
+    on_the_day = replace(early, paid_on=early.claim_date)
+    assert unit_of_work.run(store, handlers.disburse(on_the_day)).events
 
 
 def test_a_claim_is_paid_once():

@@ -9,7 +9,15 @@ import datetime as dt
 from services.ledger import handlers
 from services.ledger.events import EVENTS, PUBLIC
 from shared import unit_of_work
-from tests.unit.ledger.memory import CUP, MemoryStore, a_tranche, an_award, d, funded
+from tests.unit.ledger.memory import (
+    CUP,
+    MemoryStore,
+    a_tranche,
+    an_award,
+    d,
+    funded,
+    replace,
+)
 
 TODAY = dt.date(2024, 12, 10)
 RECORDED_KEYS = {
@@ -131,6 +139,24 @@ def test_a_tranche_beyond_what_is_left_or_without_a_commitment_is_rejected():
             "0.00",
         )
     assert store.project().lines["labour_policies"].disbursed == d("5000.00")
+
+
+def test_a_tranche_claimed_after_today_is_rejected_not_paid():
+    """The rule of a person's payment (a claim is paid on or after its date) holds for F2 too:
+    a claim dated after the day the ledger would pay it is refused, whatever calls accepted."""
+    store = funded(MemoryStore(), labour_policies="10000.00")
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
+    later = replace(a_tranche("a1", "t1", "10.00"), claim_date=TODAY + dt.timedelta(days=1))
+    unit_of_work.run(store, handlers.tranche(later, TODAY))
+    type_, data = answers(store, "a1")[-1]
+    assert (type_, data["reason"], data["remaining"]) == (
+        "payment_rejected",
+        "claim_not_yet_made",
+        "8000.00",
+    )
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t2", "10.00"), TODAY))
+    assert answers(store, "a1")[-1][0] == "payment_disbursed"
+    assert store.project().lines["labour_policies"].disbursed == d("10.00")
 
 
 def test_a_tranche_seen_again_is_answered_once():

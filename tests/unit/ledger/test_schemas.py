@@ -72,16 +72,6 @@ def test_an_unknown_line_kind_or_member_is_refused():
     assert set(fields) == {"budget_line", "kind", "note"}
 
 
-def test_a_claim_cannot_be_paid_before_it_was_made():
-    body = {
-        "claim_reference": "FT 1",
-        "claim_date": "2024-05-02",
-        "paid_on": "2024-05-01",
-        "amount": "1.00",
-    }
-    assert list(refused_fields(api.DisbursePaymentIn(), body)) == ["paid_on"]
-
-
 def test_a_programme_names_each_line_once():
     body = {**seed.PROJECT, "budget_lines": [seed.PROJECT["budget_lines"][0]] * 2}
     assert list(refused_fields(api.ProgrammeProjectIn(), body)) == ["budget_lines"]
