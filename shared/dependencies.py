@@ -49,6 +49,7 @@ from shared.eventlog import (
     Upcasters,
 )
 from shared.records import Aggregate, IncomingEvent, Loaded
+from shared.stream_locks import stream_locks
 
 S = TypeVar("S")
 
@@ -153,7 +154,8 @@ class Store:
         return self._log.command_events(command_id)
 
     def one_at_a_time(self, stream: str) -> ContextManager[None]:
-        """Commands on `stream` one after another in this process (shared.unit_of_work)."""
+        """Commands on `stream` one after another, in this process and across the replicas that
+        share a PostgreSQL log (shared.unit_of_work, shared.stream_locks)."""
         return _one_at_a_time(self._log, stream)
 
     def check_event(self, event: NewEvent) -> None:
@@ -442,14 +444,14 @@ _gates_guard = threading.Lock()
 
 @contextmanager
 def _one_at_a_time(log: EventLog, stream: str) -> Iterator[None]:
-    # Per log and stream; a gate lives while someone holds or waits for it. Replicas in other
-    # processes still race: the unit of work's retries are for them.
+    # Per log and stream; a gate lives while someone holds or waits for it. Then, on PostgreSQL,
+    # the stream's advisory lock, which replicas in other processes see too (shared.stream_locks).
     key = (id(log), stream)
     with _gates_guard:
         gate = _gates.get(key)
         if gate is None:
             gate = _gates[key] = _Gate()
-    with gate.lock:
+    with gate.lock, stream_locks(log.engine).hold(stream):
         yield
 
 

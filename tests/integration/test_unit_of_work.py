@@ -276,6 +276,47 @@ def test_commands_on_one_stream_decide_one_after_another(store: Any) -> None:
     assert len(history(store, "account-a")) == 10
 
 
+def test_replicas_on_one_postgresql_log_decide_one_after_another() -> None:
+    """Two replicas (two engines, two stores, as two processes would have) take 20 deposits on
+    one stream at once. Their in-process gates cannot see each other; the stream's advisory lock
+    must: every plan decides once, on the stream as the other replica left it, and never races
+    (each run is allowed a single attempt)."""
+    url, schema = infra.postgres_url(), "t_" + uuid.uuid4().hex[:16]
+    engines = [make_engine(url, schema=schema) for _ in range(2)]
+    migrate(engines[0])
+    replicas = [
+        Store(EventLog(engine), {}, deferred=False, contracts=CONTRACTS) for engine in engines
+    ]
+    decided: list[int] = []
+    failures: list[BaseException] = []
+
+    def yielding(session: unit_of_work.Session) -> unit_of_work.Decision:
+        decision = deposit("a", "5.00")(session)
+        decided.append(1)
+        time.sleep(0.002)  # a yield point between the read and the append, where a race would be
+        return decision
+
+    def one(replica: Store) -> None:
+        try:
+            unit_of_work.run(replica, yielding, attempts=1)
+        except BaseException as error:  # noqa: BLE001 - collected for the assertion
+            failures.append(error)
+
+    threads = [threading.Thread(target=one, args=(replicas[n % 2],)) for n in range(20)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert failures == []
+        assert len(decided) == 20
+        assert len(history(replicas[1], "account-a")) == 20
+    finally:
+        for engine in engines:
+            engine.dispose()
+        infra.drop_schema(url, schema)
+
+
 def test_ids_of_several_values_are_listed_under_the_plural() -> None:
     store = MemoryStore(contracts=CONTRACTS)
 
@@ -287,3 +328,36 @@ def test_ids_of_several_values_are_listed_under_the_plural() -> None:
 
     reply = unit_of_work.run(store, two).reply()
     assert reply["account_ids"] == ["a", "b"] and "account_id" not in reply
+
+
+def test_a_stream_held_past_the_lock_timeout_is_a_409_for_that_stream(monkeypatch) -> None:
+    from shared import stream_locks
+
+    url, schema = infra.postgres_url(), "t_" + uuid.uuid4().hex[:16]
+    engine = make_engine(url, schema=schema)
+    locks = stream_locks.stream_locks(engine)
+    assert stream_locks.stream_locks(engine) is locks
+    monkeypatch.setattr(stream_locks, "LOCK_TIMEOUT_MS", 50)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.hold("account-a"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(stream_locks.StreamBusy) as busy, locks.hold("account-a"):
+            pass
+        assert busy.value.status == 409 and busy.value.stream == "account-a"
+        with locks.hold("account-b"):  # another stream is free
+            pass
+    finally:
+        release.set()
+        thread.join(10)
+        engine.dispose()
+        infra.drop_schema(url, schema)
+    with locks.hold("account-a"):  # released with its transaction
+        pass
