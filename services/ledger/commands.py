@@ -56,6 +56,10 @@ def tranche_payment_id(tranche_id: str) -> str:
     return f"tranche-{tranche_id}"
 
 
+def revocation_reduction_id(award_id: str) -> str:
+    return f"revoked-{award_id}"
+
+
 @dataclasses.dataclass(frozen=True)
 class ProgrammeProject:
     cup: str
@@ -114,6 +118,15 @@ class GrantAward:
     amount: Decimal
     reference: str
     awarded_on: dt.date
+
+
+@dataclasses.dataclass(frozen=True)
+class GrantRevocation:
+    """calls' `grant_revoked` v1 (docs/events.md, F3)."""
+
+    award_id: str
+    call_id: str
+    revoked_on: dt.date
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,8 @@ the ledger's events hold no personal data, so a public type's schema lets throug
 event schema declares; `entry_posted` (the project stream's bookkeeping of each entry) stays
 inside.
 
-The consumer schemas hold calls' `grant_awarded` and `tranche_requested` v1 to the contract in
-docs/events.md (flows F1, F2). They ignore members they do not know (a tolerant reader: calls may
+The consumer schemas hold calls' `grant_awarded`, `tranche_requested` and `grant_revoked` v1 to
+the contract in docs/events.md (flows F1, F2, F3). They ignore members they do not know (a tolerant reader: calls may
 add a member without a new version); a budget line or project the ledger does not know is not a
 validation error but an answer (`commitment_rejected`), so those are plain strings here.
 """
@@ -214,9 +214,20 @@ class TrancheRequestedV1(_Incoming):
         return domain.TrancheRequest(**data)
 
 
+class GrantRevokedV1(_Incoming):
+    award_id = _id(required=True)
+    call_id = fields.String(required=True)
+    revoked_on = LocalDate(required=True)
+
+    @ma.post_load
+    def to_command(self, data: dict[str, Any], **_: Any) -> domain.GrantRevocation:
+        return domain.GrantRevocation(**data)
+
+
 CONSUMED: dict[tuple[str, int], type[Schema]] = {
     ("grant_awarded", 1): GrantAwardedV1,
     ("tranche_requested", 1): TrancheRequestedV1,
+    ("grant_revoked", 1): GrantRevokedV1,
 }
 
 

@@ -68,6 +68,16 @@ def award(event: domain.GrantAward) -> Plan:
     )
 
 
+def revocation(event: domain.GrantRevocation) -> Plan:
+    """calls' `grant_revoked` (F3): the commitment reduced by what is left unpaid."""
+
+    def plan(s: Session) -> domain.Decision:
+        found = commitment(s, domain.grant_commitment_id(event.award_id))
+        return answers.answer_revocation(_project_of(s, found), found, event)
+
+    return plan
+
+
 def tranche(event: domain.TrancheRequest, today: dt.date) -> Plan:
     """calls' `tranche_requested` (F2): the payment today, or its rejection."""
 

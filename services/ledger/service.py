@@ -181,12 +181,16 @@ class LedgerService(Service):
 
     # -- reacting to calls (F1, F2) -------------------------------------------------------------
 
-    @handles("calls", "grant_awarded", "tranche_requested")
+    @handles("calls", "grant_awarded", "tranche_requested", "grant_revoked")
     def on_calls_event(
-        self, event: IncomingEvent, message: domain.GrantAward | domain.TrancheRequest
+        self,
+        event: IncomingEvent,
+        message: domain.GrantAward | domain.TrancheRequest | domain.GrantRevocation,
     ) -> None:
         if isinstance(message, domain.GrantAward):
             unit_of_work.run(self.store, handlers.award(message))
+        elif isinstance(message, domain.GrantRevocation):
+            unit_of_work.run(self.store, handlers.revocation(message))
         else:
             today = office_day(self.store.clock.now())
             unit_of_work.run(self.store, handlers.tranche(message, today))

@@ -40,8 +40,8 @@ def rows(part: str) -> list[list[str]]:
 
 
 def flow_fields() -> dict[str, list[str]]:
-    """type -> data fields, from the F1/F2 tables (`| \\`type\\` v1 | stream | data |`)."""
-    flows = section("Flows between calls and ledger (F1, F2)")
+    """type -> data fields, from the F1/F2/F3 tables (`| \\`type\\` v1 | stream | data |`)."""
+    flows = section("Flows between calls and ledger (F1, F2, F3)")
     out = {}
     for cells in rows(flows):
         type_ = _NAME.findall(cells[0])[0]

@@ -1,4 +1,4 @@
-"""The calls service's contracts: what it publishes is what docs/events.md says (F1/F2 and the
+"""The calls service's contracts: what it publishes is what docs/events.md says (F1/F2/F3 and the
 `## calls` section) and what the ledger's consumer schemas accept; what the ledger answers, as
 documented and as the ledger's own event schemas describe it, is what calls can read; no public
 schema lets personal data out. The ledger's code is imported here only, never by services/calls."""
@@ -42,14 +42,14 @@ def test_the_scenario_emits_every_event_type_calls_declares(emitted):
     assert set(by_type(emitted)) == set(events.EVENTS)
 
 
-def test_f1_f2_payloads_are_exactly_the_documented_fields(emitted):
+def test_f1_f2_f3_payloads_are_exactly_the_documented_fields(emitted):
     flows = docs.flow_fields()
-    for type_ in ("grant_awarded", "tranche_requested"):
+    for type_ in ("grant_awarded", "tranche_requested", "grant_revoked"):
         assert list(by_type(emitted)[type_].data) == flows[type_], type_
 
 
 def test_the_ledgers_consumer_schemas_accept_what_calls_publishes(emitted):
-    for type_ in ("grant_awarded", "tranche_requested"):
+    for type_ in ("grant_awarded", "tranche_requested", "grant_revoked"):
         every = [e for e in emitted if e.type == type_]
         schema = ledger_schemas.CONSUMED[(type_, 1)]()
         for event in every:

@@ -2,6 +2,9 @@
 
 - `grant_awarded` -> `commitment_recorded` on the award's line, or `commitment_rejected` with the
   reason (`line_lacks_room`, `unknown_project`, `unknown_line`) and what the line had left;
+- `grant_revoked` -> `commitment_reduced` by what is left unpaid of the award's commitment (F3),
+  so a revoked grant no longer counts as legally binding beyond what was paid; nothing when
+  nothing is left, or the award was never committed;
 - `tranche_requested` -> `payment_disbursed` today (within what is left of the award's
   commitment), or `payment_rejected` (`no_commitment`, `exceeds_commitment`, or
   `claim_not_yet_made` for a claim dated after today: never paid before it is made).
@@ -20,9 +23,11 @@ from shared.money import ZERO
 from ..commands import (
     Decision,
     GrantAward,
+    GrantRevocation,
     TrancheRequest,
     commitment_stream,
     grant_commitment_id,
+    revocation_reduction_id,
     tranche_payment_id,
 )
 from ..state import Commitment, Project
@@ -61,6 +66,33 @@ def answer_award(project: Project, commitment: Commitment, award: GrantAward) ->
         award_id=award.award_id,
     )
     return post(project, commitment_id, recorded, binding=award.amount)
+
+
+REVOCATION_REASON = "grant revoked by the calls service"
+
+
+def answer_revocation(
+    project: Project, commitment: Commitment, revocation: GrantRevocation
+) -> Decision:
+    """`commitment_reduced` by the commitment's unpaid rest; nothing if answered or nothing is
+    left. The reduction's cause is the `grant_revoked` event (its causation id); its reason is
+    the ledger's own words, never calls' free text."""
+    reduction_id = revocation_reduction_id(revocation.award_id)
+    if not commitment.recorded or reduction_id in commitment.reductions:
+        return {}
+    left = commitment.remaining
+    if left <= ZERO:
+        return {}
+    assert commitment.commitment_id is not None
+    reduced = entries.reduced(
+        commitment,
+        reduction_id,
+        left,
+        REVOCATION_REASON,
+        f"grant_revoked {revocation.award_id}",
+        revocation.revoked_on,
+    )
+    return post(project, commitment.commitment_id, reduced, binding=-left)
 
 
 def answer_tranche(

@@ -1,11 +1,12 @@
 """End to end: the calls service and the ledger service running, each on its own database (two
 SQLite files, or two PostgreSQL schemas), on the real broker, talking only through their events
-(docs/events.md, F1 and F2).
+(docs/events.md, F1, F2 and F3).
 
 - A call whose budget line has room in the ledger for two awards but not a third: two grants are
   confirmed, the third is suspended and its money released to the call; the ledger's books still
   satisfy its invariants; every message of the flow redelivered twice, both ways, changes nothing.
 - A tranche ends with `tranche_paid`, and the ledger's disbursed figure moved by exactly its amount.
+- A revoked award's commitment is reduced by what was left unpaid (F3).
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def test_room_for_two_awards_not_a_third_and_redeliveries_change_nothing(pair):
     assert calls_log.verify().ok and ledger_log.verify().ok
 
 
-def test_a_tranche_ends_paid_and_moves_the_ledgers_disbursed_figure_by_its_amount(pair):
+def confirmed_award(pair) -> tuple[str, str]:
+    """A call on a fresh project whose one award the ledger confirmed: (award id, CUP)."""
     calls, calls_container, ledger = pair
     client = calls.client(calls_container)
     books = Client(f"http://127.0.0.1:{bound_port(ledger)}")
@@ -163,6 +165,14 @@ def test_a_tranche_ends_paid_and_moves_the_ledgers_disbursed_figure_by_its_amoun
         "the grant confirmed",
     )
     calls.clock.set(dt.datetime(2024, 5, 2, 9, 0, tzinfo=UTC))  # the day the claims are made
+    return award_id, cup
+
+
+def test_a_tranche_ends_paid_and_moves_the_ledgers_disbursed_figure_by_its_amount(pair):
+    calls, calls_container, ledger = pair
+    client = calls.client(calls_container)
+    books = Client(f"http://127.0.0.1:{bound_port(ledger)}")
+    award_id, cup = confirmed_award(pair)
     before = figures(books, cup)
 
     body = {
@@ -184,6 +194,35 @@ def test_a_tranche_ends_paid_and_moves_the_ledgers_disbursed_figure_by_its_amoun
     assert after["total"]["disbursed"] - before["total"]["disbursed"] == Decimal("3200.00")
     assert after[LINE]["legally_binding"] == before[LINE]["legally_binding"] == Decimal("8000.00")
     assert_invariants(after)
+
+
+def test_a_revoked_grant_stays_legally_binding_only_for_what_was_paid(pair):
+    """F3: calls revokes a confirmed award with 1,500.00 of its 8,000.00 paid; the ledger reduces
+    the grant's commitment by the 6,500.00 left, traced to the revocation."""
+    calls, calls_container, ledger = pair
+    client = calls.client(calls_container)
+    books = Client(f"http://127.0.0.1:{bound_port(ledger)}")
+    award_id, cup = confirmed_award(pair)
+    body = {"kind": "advance", "amount": "1500.00", "claim_reference": "PG-1"}
+    client.ok(f"/awards/{award_id}/tranches", body, status=201)
+    wait_for(lambda: client.read(f"/awards/{award_id}")["paid"] == "1500.00", 20, "the advance")
+    assert figures(books, cup)[LINE]["legally_binding"] == Decimal("8000.00")
+
+    client.ok(f"/awards/{award_id}/revoke", {"reason": "project abandoned"})
+    wait_for(
+        lambda: figures(books, cup)[LINE]["legally_binding"] == Decimal("1500.00"),
+        20,
+        "the commitment reduced by what was left unpaid",
+    )
+    after = figures(books, cup)
+    assert after[LINE]["disbursed"] == Decimal("1500.00")
+    assert after["total"]["legally_binding"] == Decimal("1500.00")
+    assert_invariants(after)
+    commitment = books.ok("GET", f"/commitments/grant-{award_id}")
+    [reduction] = commitment["reductions"]
+    revoked = [e for e in calls.log(calls_container).read_all() if e.type == "grant_revoked"]
+    assert (reduction["amount"], reduction["cause"]["causation_id"]) == ("6500.00", revoked[0].id)
+    assert (commitment["amount"], commitment["remaining"]) == ("1500.00", "0.00")
 
 
 def _publish(calls: CallsHarness, exchange_name: str, body: dict) -> None:

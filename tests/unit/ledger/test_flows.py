@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.ledger import handlers
+from services.ledger import domain, handlers
 from services.ledger.events import EVENTS, PUBLIC
 from shared import unit_of_work
 from tests.unit.ledger.memory import (
@@ -157,6 +157,45 @@ def test_a_tranche_claimed_after_today_is_rejected_not_paid():
     unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t2", "10.00"), TODAY))
     assert answers(store, "a1")[-1][0] == "payment_disbursed"
     assert store.project().lines["labour_policies"].disbursed == d("10.00")
+
+
+def a_revocation(award_id: str = "a1") -> domain.GrantRevocation:
+    return domain.GrantRevocation(award_id, "call-1", TODAY)
+
+
+def test_a_revoked_grant_stays_binding_only_for_what_was_paid():
+    """F3: the commitment is reduced by its unpaid rest, an event on the award's stream posted on
+    the project's line; the line's legally binding amount drops by as much."""
+    store = funded(MemoryStore(), labour_policies="10000.00")
+    unit_of_work.run(store, handlers.award(an_award("a1", "8000.00")))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t1", "2000.00"), TODAY))
+    assert store.project().lines["labour_policies"].legally_binding == d("8000.00")
+
+    outcome = unit_of_work.run(store, handlers.revocation(a_revocation()))
+    type_, data = answers(store)[-1]
+    assert type_ == "commitment_reduced"
+    assert (data["reduction_id"], data["amount"], data["new_amount"], data["reduced_on"]) == (
+        "revoked-a1",
+        "6000.00",
+        "2000.00",
+        TODAY.isoformat(),
+    )
+    assert data["reason"] == "grant revoked by the calls service"
+    assert [e.stream for e in outcome.events] == ["commitment-grant-a1", f"project-{CUP}"]
+    line = store.project().lines["labour_policies"]
+    assert (line.legally_binding, line.disbursed) == (d("2000.00"), d("2000.00"))
+    assert store.commitment("grant-a1").remaining == d("0.00")
+    assert unit_of_work.run(store, handlers.revocation(a_revocation())).events == ()
+
+
+def test_a_revocation_of_an_award_never_committed_or_fully_paid_changes_nothing():
+    store = funded(MemoryStore(), labour_policies="10000.00")
+    unit_of_work.run(store, handlers.award(an_award("a1", "4000.00")))
+    unit_of_work.run(store, handlers.tranche(a_tranche("a1", "t1", "4000.00"), TODAY))
+    unit_of_work.run(store, handlers.award(an_award("a2", "9000.00")))  # rejected: no room
+    for award_id in ("a1", "a2", "a9"):
+        assert unit_of_work.run(store, handlers.revocation(a_revocation(award_id))).events == ()
+    assert store.project().lines["labour_policies"].legally_binding == d("4000.00")
 
 
 def test_a_tranche_seen_again_is_answered_once():
