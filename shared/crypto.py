@@ -360,6 +360,7 @@ def erase_person(
     vault: Vault,
     person_id: str,
     *,
+    reason: str | None = None,
     actor: str | None = None,
     command_id: str | None = None,
     correlation_id: str | None = None,
@@ -369,8 +370,12 @@ def erase_person(
     transaction. The log is not touched otherwise and still verifies; read models fold the event
     to blank what they hold about the person.
 
-    With a `command_id` seen before, nothing happens again (the log's command idempotency).
+    `reason` (the request's reference, never personal data) goes into the event. With a
+    `command_id` seen before, nothing happens again (the log's command idempotency).
     """
+    data = (
+        {"person_id": person_id} if reason is None else {"person_id": person_id, "reason": reason}
+    )
     try:
         with log.transaction() as tx:
             # The key first, then the log's head: sealing transactions take the same two locks
@@ -379,7 +384,7 @@ def erase_person(
             result = tx.append(
                 person_stream(person_id),
                 ANY_VERSION,
-                [NewEvent(PERSON_ERASED, {"person_id": person_id})],
+                [NewEvent(PERSON_ERASED, data)],
                 command_id=command_id,
                 actor=actor,
                 correlation_id=correlation_id,

@@ -30,7 +30,9 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar, overload
 
+import eventlet
 import sqlalchemy as sa
+import structlog
 from nameko.extensions import DependencyProvider
 from sqlalchemy.engine import Connection, Engine
 from structlog.contextvars import bound_contextvars
@@ -58,6 +60,9 @@ CORRELATION_KEY = "lavoro.correlation_id"
 CAUSATION_KEY = "lavoro.causation_id"
 DATABASE_URL_KEY = "DATABASE_URL"
 DATABASE_SCHEMA_KEY = "DATABASE_SCHEMA"
+PROJECTION_POLL_KEY = "LAVORO_PROJECTION_POLL"  # seconds between looks for others' appends; 0: off
+DEFAULT_PROJECTION_POLL = 1.0
+_log = structlog.get_logger("lavoro.store")
 _READ_ONLY_SQL = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)
 
 
@@ -288,6 +293,29 @@ class EventStore(DependencyProvider):
 
     def setup(self) -> None:
         self.ensure_log()
+
+    def start(self) -> None:
+        # An append by another process (a maintenance command, a replica that does not run
+        # these projections) leaves the read models behind until something folds it; `follow`
+        # does after this process's next commit, which may be long in coming. So look, too.
+        interval = float(self.container.config.get(PROJECTION_POLL_KEY, DEFAULT_PROJECTION_POLL))
+        if interval > 0 and any(hasattr(p, "catch_up") for p in self.projections):
+            self.container.spawn_managed_thread(
+                lambda: self._watch_projections(interval), identifier="projections.watch"
+            )
+
+    def _watch_projections(self, interval: float) -> None:
+        log = self.ensure_log()
+        while True:
+            eventlet.sleep(interval)
+            for projection in self.projections:
+                if not hasattr(projection, "catch_up"):
+                    continue
+                try:
+                    if projection.lag(log) > 0:
+                        projection.catch_up(log)
+                except Exception:  # a failed look is tried again at the next one
+                    _log.exception("projection watch failed", projection=projection.name)
 
     def ensure_log(self) -> EventLog:
         """The container's EventLog, built on first use (other extensions may ask during setup,

@@ -37,7 +37,7 @@ from shared import unit_of_work
 from shared.consumer import handles
 from shared.days import office_day
 from shared.dependencies import EventStore
-from shared.persons import PersonalData
+from shared.persons import Erasure, PersonalData
 from shared.records import IncomingEvent
 from shared.relay import RelayExtension
 from shared.service import Service
@@ -62,7 +62,7 @@ class AnswerCheck(Timer):
         self.interval = float(self.container.config.get(CHECK_INTERVAL_KEY) or self.interval)
 
 
-class CallsService(Service):
+class CallsService(Erasure, Service):
     name = "calls"
     title = "lavoro calls"
     description = (

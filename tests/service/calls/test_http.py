@@ -16,6 +16,8 @@ from openapi_spec_validator import validate
 
 from shared.clock import UTC
 from shared.crypto import Vault, erase_person
+from shared.db import make_engine
+from shared.eventlog import EventLog
 from shared.persons import pseudonym
 from shared.relay import PUBLIC_EXCHANGE
 from tests.helpers import wait_for
@@ -23,6 +25,7 @@ from tests.service.calls.harness import (
     AFTER,
     AUDITOR,
     START,
+    TOKEN,
     CallsHarness,
     awarded_call,
     call_body,
@@ -132,6 +135,61 @@ def test_personal_data_is_sealed_in_the_log_opened_on_read_and_gone_after_erasur
     assert erased["applicant"] is None
     assert erased["public_reference"] == "AVV-2024-01-0001"  # the application itself remains
     assert log.verify().ok
+
+
+def _applied(client, tax_code_n: int = 7) -> tuple[str, str]:
+    """A published call and one person's application to it: (call id, application id)."""
+    call_id = client.ok("/calls", call_body(), status=201)["call_id"]
+    client.ok(f"/calls/{call_id}/publish")
+    body = person_application(tax_code_n, email="persona@example.org")
+    return call_id, client.ok(f"/calls/{call_id}/applications", body, status=201)["application_id"]
+
+
+def test_an_operator_erases_a_person_over_http_once(calls):
+    harness, container, client = calls
+    harness.clock.set(AFTER.replace(month=3, day=15))
+    call_id, app_id = _applied(client)
+    person_id = pseudonym("test-pseudonym-key", "RSSMRA80A01A007X")
+    body = {"identifier": "rssmra80a01a007x ", "reason": "GDPR request prot. 2024/118"}
+
+    for refused, field in (
+        ({"reason": "r"}, "person_id"),
+        ({**body, "person_id": person_id}, "person_id"),
+        ({"identifier": "RSSMRA80A01A007X"}, "reason"),
+        ({"person_id": "p-nothex", "reason": "r"}, "person_id"),
+    ):
+        answer = client.post("/persons/erasure", refused)
+        assert answer.status_code == 422 and field in answer.json()["fields"], answer.text
+    assert harness.client(container, AUDITOR).post("/persons/erasure", body).status_code == 403
+    assert client.read(f"/calls/{call_id}/applications/{app_id}")["applicant"] is not None
+
+    reply = client.ok("/persons/erasure", body, key="erase-1")
+    assert reply["person_id"] == person_id and types(reply) == ["person_erased"]
+    again = client.ok("/persons/erasure", body, key="erase-1")
+    assert again["repeated"] is True and again["events"] == reply["events"]
+    assert client.read(f"/calls/{call_id}/applications/{app_id}")["applicant"] is None
+    [erased] = [e for e in harness.log(container).read_all() if e.type == "person_erased"]
+    assert erased.data == {"person_id": person_id, "reason": "GDPR request prot. 2024/118"}
+    assert erased.actor == "op-anna"
+
+
+def test_an_erasure_appended_by_another_process_reaches_the_read_models(calls):
+    """Appended on the service's database by another process (a maintenance command), which
+    folds no read model: the running service folds it without an append of its own."""
+    harness, container, client = calls
+    harness.clock.set(AFTER.replace(month=3, day=15))
+    call_id, app_id = _applied(client)
+    other = EventLog(make_engine(harness.database["DATABASE_URL"]))
+    try:
+        person_id = pseudonym("test-pseudonym-key", "RSSMRA80A01A007X")
+        assert erase_person(other, Vault(other.engine), person_id, reason="r").events
+    finally:
+        other.engine.dispose()
+    wait_for(
+        lambda: client.read(f"/calls/{call_id}/applications/{app_id}")["applicant"] is None,
+        10,
+        "the read model to fold the erasure",
+    )
 
 
 def test_rules_answer_409_and_422_with_the_chassis_error_body(calls):
@@ -290,3 +348,31 @@ def test_public_events_reach_lavoro_public_without_personal_data(calls):
     text = json.dumps(got)
     assert "Persona" not in text and "RSSMRA" not in text and "pii:" not in text
     assert got[-1]["data"]["amount"] == "8000.00"
+
+
+def test_lavoro_persons_erase_asks_the_running_service(calls, tmp_path):
+    from typer.testing import CliRunner
+
+    from shared.cli import build
+    from shared.web import bound_port
+
+    harness, container, client = calls
+    harness.clock.set(AFTER.replace(month=3, day=15))
+    call_id, app_id = _applied(client)
+    env = {"CALLS_HTTP": f"127.0.0.1:{bound_port(container)}", "LAVORO_VAR": str(tmp_path)}
+    erase = ["persons", "erase", "calls", "--reason", "prot. 2024/118", "--token", TOKEN]
+    runner = CliRunner()
+
+    neither = runner.invoke(build(), erase, env=env)
+    assert neither.exit_code == 1 and "give --identifier or --person-id" in neither.output
+    done = runner.invoke(
+        build(), [*erase, "--identifier", "RSSMRA80A01A007X", "--key", "k1"], env=env
+    )
+    person_id = pseudonym("test-pseudonym-key", "RSSMRA80A01A007X")
+    # (the service runs in this process: its log lines land in the same output)
+    assert (
+        done.exit_code == 0 and f"calls: person {person_id} is erased" in done.output.splitlines()
+    )
+    again = runner.invoke(build(), [*erase, "--person-id", person_id, "--key", "k1"], env=env)
+    assert again.exit_code == 0 and "already erased by this command" in again.output
+    assert client.read(f"/calls/{call_id}/applications/{app_id}")["applicant"] is None
