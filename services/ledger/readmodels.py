@@ -18,10 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from shared.days import parse_date
 from shared.money import ZERO
 from shared.projections import Amount, Projection
 from shared.records import RecordedEvent
+from shared.rows import insert_row
 
 metadata = sa.MetaData()
 Reader = Callable[[Any], list[Any]]  # runs a SELECT, returns its rows
@@ -143,26 +143,17 @@ def _move_line(conn: Connection, cup: str, line: str, **changes: Decimal) -> Non
 @projection.on("project_programmed")
 def _programmed(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
-    conn.execute(
-        projects.insert().values(
-            project_cup=data["project_cup"],
-            local_code=data["local_code"],
-            title=data["title"],
-            start_date=parse_date(data["start_date"]),
-            plan_reference=data["plan_reference"],
-        )
-    )
+    insert_row(conn, projects, data)
     for index, item in enumerate(data["budget_lines"]):
-        conn.execute(
-            lines.insert().values(
-                project_cup=data["project_cup"],
-                budget_line=item["budget_line"],
-                position=index,
-                programmed=Decimal(item["programmed"]),
-                admitted=ZERO,
-                legally_binding=ZERO,
-                disbursed=ZERO,
-            )
+        insert_row(
+            conn,
+            lines,
+            item,
+            project_cup=data["project_cup"],
+            position=index,
+            admitted=ZERO,
+            legally_binding=ZERO,
+            disbursed=ZERO,
         )
 
 
@@ -171,16 +162,8 @@ def _admitted(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     for item in data["budget_lines"]:
         amount = Decimal(item["amount"])
-        conn.execute(
-            admissions.insert().values(
-                project_cup=data["project_cup"],
-                act_id=data["act_id"],
-                budget_line=item["budget_line"],
-                act_reference=data["act_reference"],
-                adopted_on=parse_date(data["adopted_on"]),
-                amount=amount,
-                **_cause(event),
-            )
+        insert_row(
+            conn, admissions, data, budget_line=item["budget_line"], amount=amount, **_cause(event)
         )
         _move_line(conn, data["project_cup"], item["budget_line"], admitted=amount)
 
@@ -189,21 +172,14 @@ def _admitted(conn: Connection, event: RecordedEvent) -> None:
 def _recorded(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     amount = Decimal(data["amount"])
-    conn.execute(
-        commitments.insert().values(
-            commitment_id=data["commitment_id"],
-            project_cup=data["project_cup"],
-            budget_line=data["budget_line"],
-            kind=data["kind"],
-            source_reference=data["source_reference"],
-            signed_on=parse_date(data["signed_on"]),
-            original_amount=amount,
-            amount=amount,
-            paid=ZERO,
-            award_id=data.get("award_id"),
-            position=event.position,
-            **_cause(event),
-        )
+    insert_row(
+        conn,
+        commitments,
+        data,
+        original_amount=amount,
+        paid=ZERO,
+        position=event.position,
+        **_cause(event),
     )
     _move_line(conn, data["project_cup"], data["budget_line"], legally_binding=amount)
 
@@ -212,18 +188,7 @@ def _recorded(conn: Connection, event: RecordedEvent) -> None:
 def _reduced(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     amount = Decimal(data["amount"])
-    conn.execute(
-        reductions.insert().values(
-            commitment_id=data["commitment_id"],
-            reduction_id=data["reduction_id"],
-            amount=amount,
-            reason=data["reason"],
-            source_reference=data["source_reference"],
-            reduced_on=parse_date(data["reduced_on"]),
-            position=event.position,
-            **_cause(event),
-        )
-    )
+    insert_row(conn, reductions, data, position=event.position, **_cause(event))
     conn.execute(
         commitments.update()
         .where(commitments.c.commitment_id == data["commitment_id"])
@@ -236,22 +201,7 @@ def _reduced(conn: Connection, event: RecordedEvent) -> None:
 def _disbursed(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     amount = Decimal(data["amount"])
-    conn.execute(
-        payments.insert().values(
-            commitment_id=data["commitment_id"],
-            payment_id=data["payment_id"],
-            project_cup=data["project_cup"],
-            budget_line=data["budget_line"],
-            claim_reference=data["claim_reference"],
-            claim_date=parse_date(data["claim_date"]),
-            paid_on=parse_date(data["paid_on"]),
-            amount=amount,
-            award_id=data.get("award_id"),
-            tranche_id=data.get("tranche_id"),
-            position=event.position,
-            **_cause(event),
-        )
-    )
+    insert_row(conn, payments, data, position=event.position, **_cause(event))
     paid = conn.execute(
         sa.select(commitments.c.paid).where(commitments.c.commitment_id == data["commitment_id"])
     ).scalar_one()

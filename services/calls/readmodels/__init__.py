@@ -24,10 +24,10 @@ from decimal import Decimal
 
 from sqlalchemy.engine import Connection
 
-from shared.clock import parse_ts
 from shared.money import ZERO
 from shared.projections import Projection
 from shared.records import RecordedEvent
+from shared.rows import insert_row
 
 from .award_folds import FOLDS as AWARD_FOLDS
 from .tables import (
@@ -51,28 +51,16 @@ PROJECTIONS = [projection]
 def _call_drafted(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
     terms = {k: d[k] for k in ("criteria", "bonuses", "tie_break")}
-    conn.execute(
-        calls.insert().values(
-            call_id=d["call_id"],
-            title=d["title"],
-            reference=d["reference"],
-            kind=d["kind"],
-            budget_line=d["budget_line"],
-            project_cup=d["project_cup"],
-            status="draft",
-            budget=Decimal(d["budget"]),
-            reserved=ZERO,
-            available=Decimal(d["budget"]),
-            award_cap=Decimal(d["award_cap"]),
-            max_share=d["max_share"],
-            opens_on=date_of(d["opens_on"]),
-            closes_on=date_of(d["closes_on"]),
-            opens_at=parse_ts(d["opens_at"]),
-            closes_at=parse_ts(d["closes_at"]),
-            terms=json.dumps(terms, sort_keys=True),
-            applications=0,
-            updated_at=event.recorded_at,
-        )
+    insert_row(
+        conn,
+        calls,
+        d,
+        status="draft",
+        reserved=ZERO,
+        available=Decimal(d["budget"]),
+        terms=json.dumps(terms, sort_keys=True),
+        applications=0,
+        updated_at=event.recorded_at,
     )
 
 
@@ -125,28 +113,18 @@ def _funds(conn: Connection, event: RecordedEvent) -> None:
 @projection.on("application_submitted")
 def _submitted(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    plan = d["business_plan"]
     applicant = d["applicant"]
-    conn.execute(
-        applications.insert().values(
-            application_id=d["application_id"],
-            call_id=d["call_id"],
-            seq=d["seq"],
-            public_reference=d["public_reference"],
-            applicant_kind=applicant["kind"],
-            person_id=applicant.get("person_id"),
-            applicant=json.dumps(applicant, sort_keys=True),
-            project_title=d["project_title"],
-            eligible_cost=Decimal(plan["eligible_cost"]),
-            requested_amount=Decimal(plan["requested_amount"]),
-            jobs_created=plan["jobs_created"],
-            bonus=d["bonus"],
-            status="submitted",
-            sessions=0,
-            scores="{}",
-            submitted_at=parse_ts(d["submitted_at"]),
-            updated_at=event.recorded_at,
-        )
+    insert_row(
+        conn,
+        applications,
+        {**d, **d["business_plan"]},
+        applicant_kind=applicant["kind"],
+        person_id=applicant.get("person_id"),
+        applicant=json.dumps(applicant, sort_keys=True),
+        status="submitted",
+        sessions=0,
+        scores="{}",
+        updated_at=event.recorded_at,
     )
     row = one_row(conn, calls, "call_id", d["call_id"])
     update_row(conn, calls, "call_id", d["call_id"], applications=row.applications + 1)
@@ -217,17 +195,12 @@ def _ranking(conn: Connection, event: RecordedEvent) -> None:
         updated_at=event.recorded_at,
     )
     for e in d["ranking"]:
-        conn.execute(
-            ranking_entries.insert().values(
-                call_id=d["call_id"],
-                position=e["position"],
-                application_id=e["application_id"],
-                public_reference=e["public_reference"],
-                scores=json.dumps(e["scores"], sort_keys=True),
-                weighted=Decimal(e["weighted"]),
-                bonus=e["bonus"],
-                total=Decimal(e["total"]),
-            )
+        insert_row(
+            conn,
+            ranking_entries,
+            e,
+            call_id=d["call_id"],
+            scores=json.dumps(e["scores"], sort_keys=True),
         )
         update_row(
             conn,
