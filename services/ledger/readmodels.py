@@ -49,6 +49,11 @@ lines = sa.Table(
 )
 
 
+# What every entry keeps of its cause: the ledger event that recorded it, the other service's
+# event it answered, the correlation and the actor.
+CAUSE = ("event_id", "causation_id", "correlation_id", "actor")
+
+
 def _cause_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("event_id", sa.String(36), nullable=False),

@@ -23,6 +23,7 @@ from shared.money import ZERO
 from shared.projections import replay_as_of
 
 from ..readmodels import (
+    CAUSE,
     Reader,
     admissions,
     commitments,
@@ -37,12 +38,7 @@ FIGURES = ("programmed", "admitted", "legally_binding", "disbursed")
 
 
 def _cause(row: Any) -> dict[str, Any]:
-    return {
-        "event_id": row.event_id,
-        "causation_id": row.causation_id,
-        "correlation_id": row.correlation_id,
-        "actor": row.actor,
-    }
+    return {name: getattr(row, name) for name in CAUSE}
 
 
 class Books:
