@@ -26,21 +26,29 @@ from shared.rows import insert_row
 metadata = sa.MetaData()
 Reader = Callable[[Any], list[Any]]  # runs a SELECT, returns its rows
 
+# Each kind of value the books hold, its width written once.
+_CUP = sa.String(40)
+_LINE = sa.String(60)
+_ENTRY_ID = sa.String(120)  # a commitment's or a payment's: derived from its kind and reference
+_ID = sa.String(100)  # one another act or service gave: an admission, a reduction, an award
+_REFERENCE = sa.String(200)  # a document's reference
+_EVENT_ID = sa.String(36)
+
 projects = sa.Table(
     "ledger_projects",
     metadata,
-    sa.Column("project_cup", sa.String(40), primary_key=True),
+    sa.Column("project_cup", _CUP, primary_key=True),
     sa.Column("local_code", sa.String(40), nullable=False),
     sa.Column("title", sa.String(300), nullable=False),
     sa.Column("start_date", sa.Date, nullable=False),
-    sa.Column("plan_reference", sa.String(200), nullable=False),
+    sa.Column("plan_reference", _REFERENCE, nullable=False),
 )
 
 lines = sa.Table(
     "ledger_lines",
     metadata,
-    sa.Column("project_cup", sa.String(40), primary_key=True),
-    sa.Column("budget_line", sa.String(60), primary_key=True),
+    sa.Column("project_cup", _CUP, primary_key=True),
+    sa.Column("budget_line", _LINE, primary_key=True),
     sa.Column("position", sa.Integer, nullable=False),  # the order the plan lists them in
     sa.Column("programmed", Amount, nullable=False),
     sa.Column("admitted", Amount, nullable=False),
@@ -56,9 +64,9 @@ CAUSE = ("event_id", "causation_id", "correlation_id", "actor")
 
 def _cause_columns() -> list[sa.Column[Any]]:
     return [
-        sa.Column("event_id", sa.String(36), nullable=False),
-        sa.Column("causation_id", sa.String(36)),
-        sa.Column("correlation_id", sa.String(36)),
+        sa.Column("event_id", _EVENT_ID, nullable=False),
+        sa.Column("causation_id", _EVENT_ID),
+        sa.Column("correlation_id", _EVENT_ID),
         sa.Column("actor", sa.String(200)),
     ]
 
@@ -66,10 +74,10 @@ def _cause_columns() -> list[sa.Column[Any]]:
 admissions = sa.Table(
     "ledger_admissions",
     metadata,
-    sa.Column("project_cup", sa.String(40), primary_key=True),
-    sa.Column("act_id", sa.String(100), primary_key=True),
-    sa.Column("budget_line", sa.String(60), primary_key=True),
-    sa.Column("act_reference", sa.String(200), nullable=False),
+    sa.Column("project_cup", _CUP, primary_key=True),
+    sa.Column("act_id", _ID, primary_key=True),
+    sa.Column("budget_line", _LINE, primary_key=True),
+    sa.Column("act_reference", _REFERENCE, nullable=False),
     sa.Column("adopted_on", sa.Date, nullable=False),
     sa.Column("amount", Amount, nullable=False),
     *_cause_columns(),
@@ -78,16 +86,16 @@ admissions = sa.Table(
 commitments = sa.Table(
     "ledger_commitments",
     metadata,
-    sa.Column("commitment_id", sa.String(120), primary_key=True),
-    sa.Column("project_cup", sa.String(40), nullable=False, index=True),
-    sa.Column("budget_line", sa.String(60), nullable=False),
+    sa.Column("commitment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("project_cup", _CUP, nullable=False, index=True),
+    sa.Column("budget_line", _LINE, nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("source_reference", sa.String(200), nullable=False),
+    sa.Column("source_reference", _REFERENCE, nullable=False),
     sa.Column("signed_on", sa.Date, nullable=False),
     sa.Column("original_amount", Amount, nullable=False),
     sa.Column("amount", Amount, nullable=False),
     sa.Column("paid", Amount, nullable=False),
-    sa.Column("award_id", sa.String(100)),
+    sa.Column("award_id", _ID),
     sa.Column("position", sa.BigInteger, nullable=False),  # in the log: the order of record
     *_cause_columns(),
 )
@@ -95,11 +103,11 @@ commitments = sa.Table(
 reductions = sa.Table(
     "ledger_reductions",
     metadata,
-    sa.Column("commitment_id", sa.String(120), primary_key=True),
-    sa.Column("reduction_id", sa.String(100), primary_key=True),
+    sa.Column("commitment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("reduction_id", _ID, primary_key=True),
     sa.Column("amount", Amount, nullable=False),
     sa.Column("reason", sa.String(300), nullable=False),
-    sa.Column("source_reference", sa.String(200), nullable=False),
+    sa.Column("source_reference", _REFERENCE, nullable=False),
     sa.Column("reduced_on", sa.Date, nullable=False),
     sa.Column("position", sa.BigInteger, nullable=False),
     *_cause_columns(),
@@ -108,16 +116,16 @@ reductions = sa.Table(
 payments = sa.Table(
     "ledger_payments",
     metadata,
-    sa.Column("commitment_id", sa.String(120), primary_key=True),
-    sa.Column("payment_id", sa.String(120), primary_key=True),
-    sa.Column("project_cup", sa.String(40), nullable=False, index=True),
-    sa.Column("budget_line", sa.String(60), nullable=False),
-    sa.Column("claim_reference", sa.String(200), nullable=False),
+    sa.Column("commitment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("payment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("project_cup", _CUP, nullable=False, index=True),
+    sa.Column("budget_line", _LINE, nullable=False),
+    sa.Column("claim_reference", _REFERENCE, nullable=False),
     sa.Column("claim_date", sa.Date, nullable=False),
     sa.Column("paid_on", sa.Date, nullable=False),
     sa.Column("amount", Amount, nullable=False),
-    sa.Column("award_id", sa.String(100)),
-    sa.Column("tranche_id", sa.String(100)),
+    sa.Column("award_id", _ID),
+    sa.Column("tranche_id", _ID),
     sa.Column("position", sa.BigInteger, nullable=False),
     *_cause_columns(),
 )
