@@ -33,6 +33,7 @@ from .award_folds import FOLDS as AWARD_FOLDS
 from .tables import (
     applications,
     calls,
+    change_row,
     date_of,
     metadata,
     one_row,
@@ -67,9 +68,7 @@ def _call_drafted(conn: Connection, event: RecordedEvent) -> None:
 @projection.on("call_published", "call_closed", "evaluation_completed")
 def _call_status(conn: Connection, event: RecordedEvent) -> None:
     status = {"call_published": "published", "call_closed": "closed"}.get(event.type, "evaluated")
-    update_row(
-        conn, calls, "call_id", event.data["call_id"], status=status, updated_at=event.recorded_at
-    )
+    change_row(conn, event, calls, event.data["call_id"], status=status)
 
 
 @projection.on("funds_reserved", "funds_released")
@@ -78,24 +77,10 @@ def _funds(conn: Connection, event: RecordedEvent) -> None:
     row = one_row(conn, calls, "call_id", d["call_id"])
     sign = 1 if event.type == "funds_reserved" else -1
     reserved = row.reserved + sign * Decimal(d["amount"])
-    update_row(
-        conn,
-        calls,
-        "call_id",
-        d["call_id"],
-        reserved=reserved,
-        available=row.budget - reserved,
-        updated_at=event.recorded_at,
-    )
+    change_row(conn, event, calls, d["call_id"], reserved=reserved, available=row.budget - reserved)
     if event.type == "funds_reserved":
-        update_row(
-            conn,
-            applications,
-            "application_id",
-            d["application_id"],
-            status="funded",
-            award_id=d["award_id"],
-            updated_at=event.recorded_at,
+        change_row(
+            conn, event, applications, d["application_id"], status="funded", award_id=d["award_id"]
         )
         conn.execute(
             ranking_entries.update()
@@ -140,28 +125,20 @@ _APPLICATION_STATUS = {
 @projection.on(*_APPLICATION_STATUS)
 def _application_status(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    update_row(
+    change_row(
         conn,
+        event,
         applications,
-        "application_id",
         d["application_id"],
         status=_APPLICATION_STATUS[event.type],
         reason=d.get("reason"),
-        updated_at=event.recorded_at,
     )
 
 
 @projection.on("codesign_session_held")
 def _session(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    update_row(
-        conn,
-        applications,
-        "application_id",
-        d["application_id"],
-        sessions=d["session"],
-        updated_at=event.recorded_at,
-    )
+    change_row(conn, event, applications, d["application_id"], sessions=d["session"])
 
 
 @projection.on("application_scored")
@@ -171,28 +148,26 @@ def _scored(conn: Connection, event: RecordedEvent) -> None:
     scores = {**json.loads(row.scores), **d["scores"]}
     criteria = json.loads(one_row(conn, calls, "call_id", d["call_id"]).terms)["criteria"]
     done = all(c["name"] in scores for c in criteria)
-    update_row(
+    change_row(
         conn,
+        event,
         applications,
-        "application_id",
         d["application_id"],
         scores=json.dumps(scores, sort_keys=True),
         status="scored" if done else row.status,
-        updated_at=event.recorded_at,
     )
 
 
 @projection.on("ranking_approved")
 def _ranking(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    update_row(
+    change_row(
         conn,
+        event,
         calls,
-        "call_id",
         d["call_id"],
         status="ranking_approved",
         ranking_approved_on=date_of(d["approved_on"]),
-        updated_at=event.recorded_at,
     )
     for e in d["ranking"]:
         insert_row(
@@ -202,14 +177,7 @@ def _ranking(conn: Connection, event: RecordedEvent) -> None:
             call_id=d["call_id"],
             scores=json.dumps(e["scores"], sort_keys=True),
         )
-        update_row(
-            conn,
-            applications,
-            "application_id",
-            e["application_id"],
-            status="not_funded",
-            updated_at=event.recorded_at,
-        )
+        change_row(conn, event, applications, e["application_id"], status="not_funded")
 
 
 @projection.on("person_erased")

@@ -20,6 +20,7 @@ from .tables import (
     alerts,
     applications,
     awards,
+    change_row,
     count_rows,
     date_of,
     expenditure_reports,
@@ -68,9 +69,7 @@ def _awarded(conn: Connection, event: RecordedEvent) -> None:
 
 def _award_status(conn: Connection, event: RecordedEvent, status: str, **values: Any) -> None:
     award_id = event.data["award_id"]
-    update_row(
-        conn, awards, "award_id", award_id, status=status, updated_at=event.recorded_at, **values
-    )
+    change_row(conn, event, awards, award_id, status=status, **values)
     conn.execute(
         ranking_entries.update()
         .where(ranking_entries.c.award_id == award_id)
@@ -123,13 +122,8 @@ def _tranche(conn: Connection, event: RecordedEvent) -> None:
         requested_at=event.recorded_at,
     )
     row = one_row(conn, awards, "award_id", d["award_id"])
-    update_row(
-        conn,
-        awards,
-        "award_id",
-        d["award_id"],
-        in_tranches=row.in_tranches + Decimal(d["amount"]),
-        updated_at=event.recorded_at,
+    change_row(
+        conn, event, awards, d["award_id"], in_tranches=row.in_tranches + Decimal(d["amount"])
     )
 
 
@@ -148,28 +142,14 @@ def _tranche_answer(conn: Connection, event: RecordedEvent) -> None:
             payment_id=d["payment_id"],
             paid_on=date_of(d["paid_on"]),
         )
-        update_row(
-            conn,
-            awards,
-            "award_id",
-            d["award_id"],
-            paid=row.paid + amount,
-            updated_at=event.recorded_at,
-        )
+        change_row(conn, event, awards, d["award_id"], paid=row.paid + amount)
         if d["kind"] == "balance" and row.status == "confirmed":
             _award_status(conn, event, "closed")
     else:
         update_row(
             conn, tranches, "tranche_id", d["tranche_id"], status="rejected", reason=d["reason"]
         )
-        update_row(
-            conn,
-            awards,
-            "award_id",
-            d["award_id"],
-            in_tranches=row.in_tranches - amount,
-            updated_at=event.recorded_at,
-        )
+        change_row(conn, event, awards, d["award_id"], in_tranches=row.in_tranches - amount)
 
 
 @_on("expenditure_reported")
@@ -179,11 +159,6 @@ def _expenditure(conn: Connection, event: RecordedEvent) -> None:
         conn, expenditure_reports, d, seq=count_rows(conn, expenditure_reports, d["award_id"]) + 1
     )
     row = one_row(conn, awards, "award_id", d["award_id"])
-    update_row(
-        conn,
-        awards,
-        "award_id",
-        d["award_id"],
-        expenditure=row.expenditure + Decimal(d["amount"]),
-        updated_at=event.recorded_at,
+    change_row(
+        conn, event, awards, d["award_id"], expenditure=row.expenditure + Decimal(d["amount"])
     )
