@@ -211,13 +211,11 @@ class TrancheRequestedV1(_Incoming):
 
 
 class GrantRevokedV1(_Incoming):
+    into = domain.GrantRevocation
+
     award_id = _id(required=True)
     call_id = fields.String(required=True)
     revoked_on = LocalDate(required=True)
-
-    @ma.post_load
-    def to_command(self, data: dict[str, Any], **_: Any) -> domain.GrantRevocation:
-        return domain.GrantRevocation(**data)
 
 
 CONSUMED: dict[tuple[str, int], type[Schema]] = {
