@@ -1,7 +1,8 @@
 """The calls service's HTTP schemas: what a command's body must be (422 naming each field
 otherwise), the query parameters of the reads, and what the reads answer: the schemas that dump
 read-model rows to JSON (Decimal amounts as strings, dates and instants in the wire forms) and
-that OpenAPI documents. A command answers in the chassis's one reply shape
+that OpenAPI documents; each takes its fields from its table's columns (`shared.rows.RowSchema`)
+and declares only what differs. A command answers in the chassis's one reply shape
 (`shared.unit_of_work.Outcome.reply`).
 
 Inputs check shape and ranges; the rules that depend on a call (weights summing to 100, a score

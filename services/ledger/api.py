@@ -1,6 +1,7 @@
 """The ledger's HTTP schemas: what a command's body must hold (422 naming the field otherwise) and
-what a read answers. The same schemas generate the OpenAPI document (shared/openapi.py), so the
-document cannot drift from what the service checks and sends."""
+what a read answers (a row's schema takes its fields from its read-model table's columns,
+`shared.rows.RowSchema`). The same schemas generate the OpenAPI document (shared/openapi.py), so
+the document cannot drift from what the service checks and sends."""
 
 from __future__ import annotations
 
