@@ -22,6 +22,17 @@ from shared.clock import format_ts, parse_ts
 S = TypeVar("S")
 
 
+def prefixed(prefix: str) -> Callable[[str], str]:
+    """Names made of a prefix and an id, the one convention of stream names and derived ids:
+    `call_stream = prefixed("call")` gives `call_stream("42") == "call-42"`."""
+
+    def name(id_: str) -> str:
+        return f"{prefix}-{id_}"
+
+    name.__qualname__ = name.__name__ = f"{prefix}_name"
+    return name
+
+
 @dataclasses.dataclass(frozen=True)
 class NewEvent:
     """An event a decision produced, before the log gives it a position."""
