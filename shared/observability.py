@@ -4,7 +4,9 @@ A service inherits `Observable` and gets, with nothing else to write:
 
 - `GET /health`, public (no token, for load balancers and compose healthchecks): its database
   (the log head answers), the broker (a connection opens), its relay (leading or standing by,
-  and its lag). JSON; 200 when every check passes, 503 otherwise.
+  and its lag), its tokens file (read, or broken with the last good tokens in force). JSON;
+  503 and `failing` when the database, the broker or the relay fails; else 200, `degraded`
+  when the tokens file is broken, `ok` when all is well.
 - `GET /metrics`, public, Prometheus text (prometheus-client): events appended (the log head:
   gapless positions make it the exact count, whichever replica appended), relay lag, handler
   successes and failures, dead letters, inbox size, projection lag, and a histogram of HTTP
@@ -39,6 +41,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from shared import tables as t
+from shared.auth import Tokens
 from shared.chain import GENESIS
 from shared.consumer import consumer_stats
 from shared.dependencies import store_for
@@ -375,12 +378,23 @@ class Observability(DependencyProvider):
                 "lag": figures.relay_lag if figures is not None else None,
             }
         ok = all(check["ok"] for check in checks.values())
+        tokens = self.tokens()
+        problem = tokens.problem if tokens is not None else None
+        if tokens is not None:
+            # Degraded, not failing: the last good tokens still serve every request.
+            checks["tokens"] = {"ok": True} if problem is None else {"ok": False, "error": problem}
         body = {
             "service": self.container.service_name,
-            "status": "ok" if ok else "failing",
+            "status": "failing" if not ok else "degraded" if problem else "ok",
             "checks": checks,
         }
         return ok, body
+
+    def tokens(self) -> Tokens | None:
+        for extension in self.container.subextensions:
+            if isinstance(extension, LavoroWebServer):
+                return extension.tokens
+        return None
 
     def _timed_app(self, build: Callable[[], Any]) -> Callable[..., Any]:
         app = build()

@@ -161,6 +161,12 @@ def _status_of(spec: services.ServiceSpec) -> dict[str, Any]:
     elif state == "failing":
         failing = [name for name, check in health.get("checks", {}).items() if not check["ok"]]
         row["problems"].append("failing: " + (", ".join(failing) or health.get("error", "?")))
+    elif health.get("status") == "degraded":
+        # It serves, but something needs a hand: the check says what.
+        row["state"] = "degraded"
+        for name, check in health.get("checks", {}).items():
+            if not check["ok"]:
+                row["problems"].append(f"degraded: {name}: {check.get('error', '?')}")
     row["health"] = health
     names, broken = _projection_names(spec)
     if broken:
@@ -201,10 +207,10 @@ def status(
 ) -> None:
     """Is each service up, and is anything behind, parked or stuck?
 
-    Per service: up/failing/down (its /health), log head position and hash, relay lag (events
-    the broker has not confirmed), inbox size, dead letters parked, projection lag. A lag that
-    does not move within --settle seconds is stuck. Exits 1 if anything is down, failing,
-    parked or stuck.
+    Per service: up/degraded/failing/down (its /health), log head position and hash, relay lag
+    (events the broker has not confirmed), inbox size, dead letters parked, projection lag. A
+    lag that does not move within --settle seconds is stuck. Exits 1 if anything is down,
+    degraded, failing, parked or stuck.
 
     Example: lavoro status --json
     """
