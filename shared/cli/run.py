@@ -53,7 +53,7 @@ def run(
 
     log_format()  # a malformed LOG_FORMAT is one line now, not one per service
     uri = amqp_uri()
-    refused = broker_answers(uri, timeout=3.0)
+    refused = broker_answers(uri, timeout=3.0, name="lavoro-run")
     if refused is not None:
         fail(f"RabbitMQ does not answer at {sanitize_url(uri)} ({refused}): {BROKER_HELP}")
     specs = services.available()

@@ -28,6 +28,7 @@ from nameko.containers import ServiceContainer
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 
 from shared import services
+from shared.broker import broker_user, source_users
 from shared.config import http_address
 from shared.consumer import HandlesEntrypoint, queue_name
 from shared.db import ROOT, default_url, make_engine, migrate
@@ -55,6 +56,7 @@ CHASSIS_VARIABLES = {
     "LAVORO_TOKENS",
     "LAVORO_TOKENS_FILE",
     "LAVORO_MAX_WORKERS",
+    "LAVORO_SOURCE_USERS",
     "LOG_LEVEL",
     "LOG_FORMAT",
 }
@@ -140,9 +142,12 @@ def test_every_compose_service_is_a_registered_service_with_the_variables_the_co
         assert block["ports"][0].endswith(f":{spec.port}")
         assert str(spec.port) in block["healthcheck"]["test"][-1]
 
-        # Its own broker user on the lavoro vhost, its own role and database.
+        # Its own broker user on the lavoro vhost, its own role and database; and the events of
+        # each source it consumes accepted only from that source's own user.
         broker = urllib.parse.urlparse(PLACEHOLDER.sub("secret", environment["AMQP_URI"]))
         assert (broker.username, broker.path) == (name, "/lavoro")
+        sources = _handled_sources(spec.load())
+        assert source_users({}, env=environment) == {source: source for source in sources}
         database = urllib.parse.urlparse(url)
         assert (database.username, database.hostname, database.path) == (
             name,
@@ -284,6 +289,8 @@ def test_a_service_user_has_exactly_the_permissions_its_service_needs(broker_def
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
         "LAVORO_TOKENS": "tester:operator:deploy-test-token",
         "LAVORO_RETRY_ATTEMPTS": 1,
+        # As compose sets it: calls' events only from calls' own user.
+        "LAVORO_SOURCE_USERS": {"calls": broker_user(uri("calls"))},
     }
     ledger = ServiceContainer(probe_service("ledger", "calls"), config)
     ledger.start()
