@@ -57,6 +57,10 @@ CHASSIS_VARIABLES = {
     "LAVORO_TOKENS_FILE",
     "LAVORO_MAX_WORKERS",
     "LAVORO_SOURCE_USERS",
+    "LAVORO_KEK",
+    "LAVORO_KEK_FILE",
+    "LAVORO_KEK_PREVIOUS",
+    "LAVORO_KEK_PREVIOUS_FILE",
     "LOG_LEVEL",
     "LOG_FORMAT",
 }
@@ -148,6 +152,11 @@ def test_every_compose_service_is_a_registered_service_with_the_variables_the_co
         assert (broker.username, broker.path) == (name, "/lavoro")
         sources = _handled_sources(spec.load())
         assert source_users({}, env=environment) == {source: source for source in sources}
+        # A service that seals personal data gets its own KEK from deploy/.env, nobody else.
+        seals = bool(getattr(spec.load().store.contracts, "persons", None))
+        assert ("LAVORO_KEK" in environment) == seals, name
+        if seals:
+            assert environment["LAVORO_KEK"] == f"${{{name.upper()}_KEK:?set it in deploy/.env}}"
         database = urllib.parse.urlparse(url)
         assert (database.username, database.hostname, database.path) == (
             name,
@@ -171,7 +180,12 @@ def test_every_secret_comes_from_the_env_file_and_the_example_names_them_all():
     example = set(_example_env())
     assert used <= example, f"missing from deploy/.env.example: {used - example}"
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
-    assert {"POSTGRES_PASSWORD", "RABBITMQ_LEDGER_PASSWORD", "CALLS_PSEUDONYM_KEY"} <= required
+    assert {
+        "POSTGRES_PASSWORD",
+        "RABBITMQ_LEDGER_PASSWORD",
+        "CALLS_PSEUDONYM_KEY",
+        "CALLS_KEK",
+    } <= required
     for line in (DEPLOY / ".env.example").read_text().splitlines():
         name, _, value = line.partition("=")
         if name in required:
