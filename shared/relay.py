@@ -242,13 +242,14 @@ class Relay:
 
     def _lead(self) -> None:
         attempt = 0
+        idle = False  # the last wait ended by the poll timer, not by a commit
         while not self._stop.is_set():
             if not self.lock.still_held():
                 self._logger.warning("relay.lost_lock", lock=self.lock.name)
                 return
             self._wake.clear()
             try:
-                self._guarded_pass(self._stop)
+                self._guarded_pass(self._stop, idle=idle)
                 attempt = 0
             except RETRYABLE as exc:
                 attempt += 1
@@ -263,7 +264,7 @@ class Relay:
                 )
                 self._stop.wait(delay)
                 continue
-            self._wake.wait(self.poll_interval)
+            idle = not self._wake.wait(self.poll_interval)
 
     def _delay(self, attempt: int) -> float:
         low, high = self.backoff
@@ -280,18 +281,18 @@ class Relay:
 
     # -- one pass ----------------------------------------------------------------------------
 
-    def _guarded_pass(self, stop: threading.Event | None) -> int:
+    def _guarded_pass(self, stop: threading.Event | None, *, idle: bool = False) -> int:
         with self._pass_lock:
             try:
-                return self._pass(stop)
+                return self._pass(stop, idle)
             except BaseException:
                 self._disconnect(polite=False)
                 raise
 
-    def _pass(self, stop: threading.Event | None) -> int:
+    def _pass(self, stop: threading.Event | None, idle: bool = False) -> int:
         if self._conn is None:
             self._connect()
-        else:
+        elif idle:
             self._read_pending()
         after = self.checkpoint()
         total = 0
@@ -462,10 +463,11 @@ class Relay:
         self._logger.info("relay.connected", connection_name=self.connection_name)
 
     def _read_pending(self) -> None:
-        """Read what the broker sent while the relay was idle. A relay that has nothing to publish
-        reads nothing, so without this it would not see the broker close its connection (an
-        operator's `close_connection`, a node going down) until its next event, and the broker
-        would show it gone meanwhile. A close raises here, and the pass reconnects."""
+        """Read what the broker sent while the relay was idle (a pass after a quiet poll
+        interval). A relay with nothing to publish reads nothing, so without this it would not
+        see the broker close its connection (an operator's `close_connection`, a node going
+        down) until its next event. A close raises here, and the relay reconnects. A busy relay
+        reads the broker at every batch's confirms and needs no such look."""
         assert self._conn is not None
         try:
             while True:
