@@ -8,6 +8,8 @@ works on one machine.
 | HTTP bind address | `<SERVICE>_HTTP` (`[host:]port`) | `0.0.0.0:` the service's port below |
 | workers per process | `<SERVICE>_MAX_WORKERS`, then `LAVORO_MAX_WORKERS` | 10 |
 | API tokens | `LAVORO_TOKENS_FILE`, `LAVORO_TOKENS` | `var/tokens.json` (see shared.auth) |
+| who may publish a source's events | `LAVORO_SOURCE_USERS` (`calls=calls,...`) | unset: anyone (see shared.broker) |
+| key-encryption key of personal data | `LAVORO_KEK_FILE` or `LAVORO_KEK` (and `..._PREVIOUS...` while rotating) | none; `lavoro run` makes `var/kek` (see shared.kek) |
 | log level | `LOG_LEVEL` | `INFO` |
 | log format | `LOG_FORMAT`: `json` or `console` | `console` on a terminal, else `json` |
 

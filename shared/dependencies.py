@@ -2,7 +2,9 @@
 
 `EventStore(projections=[...], upcasters=..., clock=...)` builds ONE EventLog per container (the
 engine from the container config's `DATABASE_URL`, else `default_url(service)`; `DATABASE_SCHEMA`
-isolates a PostgreSQL schema; migrated at setup) and gives each worker a narrow `Store`: `load`,
+isolates a PostgreSQL schema; migrated at setup) and its Vault (the KEKs from the config's
+`LAVORO_KEK_FILE` / `LAVORO_KEK`, else the environment: a service whose contracts name persons
+refuses to start without one), and gives each worker a narrow `Store`: `load`,
 `append`, `transaction`, `clock`, and read-only `query`/`read_model`. Never an engine or a session.
 
 Who and what caused an append is filled in from the worker context, not passed by the method:
@@ -50,6 +52,7 @@ from shared.eventlog import (
     Transaction,
     Upcasters,
 )
+from shared.kek import KEK_FILE_KEY, KEK_KEY, KekConfigError, Keyring
 from shared.records import Aggregate, IncomingEvent, Loaded
 from shared.stream_locks import stream_locks
 
@@ -322,20 +325,28 @@ class EventStore(DependencyProvider):
         before or after this provider's own setup ran)."""
         with self._guard:
             if self.log is None:
-                self.log = self._build_log()
-                self.vault = Vault(self.log.engine)
-                if self.contracts is not None and self.contracts.persons:
+                keys = Keyring.from_config(self.container.config)
+                seals = self.contracts is not None and bool(self.contracts.persons)
+                if seals and keys.current is None:
+                    raise KekConfigError(
+                        f"{self.container.service_name} seals personal data and no "
+                        f"key-encryption key is configured: set {KEK_FILE_KEY} (a file holding "
+                        f"it) or {KEK_KEY}; `lavoro run` makes a development one under var/"
+                    )
+                self.log = self._build_log(keys)
+                self.vault = Vault(self.log.engine, keys=keys)
+                if self.contracts is not None and seals:
                     self._sealer = _Sealer(self.contracts, self.vault)
             return self.log
 
-    def _build_log(self) -> EventLog:
+    def _build_log(self, keys: Keyring) -> EventLog:
         service = self.container.service_name
         config = self.container.config
         engine = make_engine(
             config.get(DATABASE_URL_KEY) or default_url(service),
             schema=config.get(DATABASE_SCHEMA_KEY),
         )
-        migrate(engine, service)
+        migrate(engine, service, keyring=keys)
         log = EventLog(
             engine,
             clock=self.clock,

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from shared import tables as t
 from shared.canonical import canonical
-from shared.chain import GENESIS, chain_digest, chain_hash, envelope_text
+from shared.chain import Anchor, chain_digest, envelope_text, walk
 from shared.clock import UTC, Clock, SystemClock, as_utc, format_ts
 from shared.db import is_sqlite, write_transaction
 from shared.errors import ConcurrencyError
@@ -548,59 +548,44 @@ class EventLog:
 
     # -- audit -------------------------------------------------------------------------------
 
-    def verify(self, page: int = 5000) -> VerifyResult:
-        """Walk the chain from position 1; report the first position where it breaks."""
-        expected_position = 1
-        prev = GENESIS
-        checked = 0
-        for event in self.read_all(0, page=page, upcast=False):
-            if event.position != expected_position:
-                return VerifyResult(
-                    False,
-                    checked,
-                    *self.head(),
-                    expected_position,
-                    f"position {expected_position} is missing",
+    def verify(self, page: int = 5000, *, anchor: Anchor | None = None) -> VerifyResult:
+        """Walk the chain from position 1 against the head row, the checkpoints and `anchor` (a
+        head published earlier), all read in one snapshot; report the first position where the
+        log breaks (shared.chain.walk; docs/audit.md lists the reasons)."""
+        with self._snapshot() as conn:
+            head_row = conn.execute(
+                sa.select(t.log_head.c.position, t.log_head.c.hash).where(t.log_head.c.id == 1)
+            ).one()
+            head = (int(head_row.position), str(head_row.hash))
+            checkpoints = {
+                str(name): int(position)
+                for name, position in conn.execute(
+                    sa.select(t.checkpoints.c.name, t.checkpoints.c.position)
                 )
-            if event.prev_hash != prev:
-                return VerifyResult(
-                    False,
-                    checked,
-                    *self.head(),
-                    event.position,
-                    f"prev_hash does not match the hash of position {event.position - 1}",
-                )
-            if chain_hash(prev, event.envelope()) != event.hash:
-                return VerifyResult(
-                    False,
-                    checked,
-                    *self.head(),
-                    event.position,
-                    "hash does not match the event's content",
-                )
-            prev = event.hash
-            expected_position += 1
-            checked += 1
-        head_position, head_hash = self.head()
-        if head_position != checked:
-            return VerifyResult(
-                False,
-                checked,
-                head_position,
-                head_hash,
-                checked + 1 if head_position > checked else head_position,
-                f"the head says position {head_position}, the log ends at {checked}",
-            )
-        if head_hash != prev:
-            return VerifyResult(
-                False,
-                checked,
-                head_position,
-                head_hash,
-                head_position,
-                "the head hash does not match the last event",
-            )
-        return VerifyResult(True, checked, head_position, head_hash)
+            }
+            found = walk(self._pages(conn, page), head=head, checkpoints=checkpoints, anchor=anchor)
+        if found.broken is None:
+            return VerifyResult(True, found.checked, *head)
+        return VerifyResult(False, found.checked, *head, found.broken.position, found.broken.reason)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """One read transaction that sees one state of the database throughout (REPEATABLE READ
+        on PostgreSQL; on SQLite in WAL mode a read transaction is a snapshot already)."""
+        with self.engine.connect() as conn:
+            if not is_sqlite(self.engine):
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _pages(self, conn: Connection, page: int) -> Iterator[RecordedEvent]:
+        after = 0
+        while True:
+            batch = self.read_page(after, page, upcast=False, conn=conn)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].position
 
     def export(self, write: Callable[[str], Any]) -> int:
         """Write the log as JSON Lines (envelope + prev_hash + hash), in position order."""

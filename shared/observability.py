@@ -4,7 +4,9 @@ A service inherits `Observable` and gets, with nothing else to write:
 
 - `GET /health`, public (no token, for load balancers and compose healthchecks): its database
   (the log head answers), the broker (a connection opens), its relay (leading or standing by,
-  and its lag). JSON; 200 when every check passes, 503 otherwise.
+  and its lag), its tokens file (read, or broken with the last good tokens in force). JSON;
+  503 and `failing` when the database, the broker or the relay fails; else 200, `degraded`
+  when the tokens file is broken, `ok` when all is well.
 - `GET /metrics`, public, Prometheus text (prometheus-client): events appended (the log head:
   gapless positions make it the exact count, whichever replica appended), relay lag, handler
   successes and failures, dead letters, inbox size, projection lag, and a histogram of HTTP
@@ -29,7 +31,6 @@ from typing import Any
 
 import amqp
 import sqlalchemy as sa
-from kombu.utils.url import parse_url
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -39,6 +40,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from shared import tables as t
+from shared.auth import Tokens
+from shared.broker import amqp_connection, connection_name
 from shared.chain import GENESIS
 from shared.consumer import consumer_stats
 from shared.dependencies import store_for
@@ -163,19 +166,12 @@ def fetch_health(address: str, timeout: float = 3.0) -> tuple[str, dict[str, Any
         return "down", {"error": str(reason)}
 
 
-def broker_answers(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> str | None:
-    """None if the broker accepts a connection (and our credentials), else why not."""
-    parts = parse_url(amqp_uri)
-    secure = parts["transport"] == "amqps"
-    conn = amqp.Connection(
-        host=f"{parts['hostname'] or 'localhost'}:{parts['port'] or (5671 if secure else 5672)}",
-        userid=parts["userid"] or "guest",
-        password=parts["password"] or "guest",
-        virtual_host=parts["virtual_host"] or "/",
-        ssl=secure,
-        connect_timeout=timeout,
-        client_properties={"connection_name": "lavoro-health"},
-    )
+def broker_answers(
+    amqp_uri: str, timeout: float = BROKER_TIMEOUT, *, name: str = "lavoro-health"
+) -> str | None:
+    """None if the broker accepts a connection (and our credentials), else why not. The
+    connection is named `name` and closed at once."""
+    conn = amqp_connection(amqp_uri, name, connect_timeout=timeout)
     try:
         conn.connect()
     except (OSError, amqp.exceptions.AMQPError) as exc:
@@ -239,7 +235,7 @@ def _figure_metrics(service: str, figures: LogFigures) -> Iterator[Metric]:
     dead = GaugeMetricFamily(
         "lavoro_dead_letters", "Dead letters by status", labels=["service", "status"]
     )
-    for status in ("parked", "retrying", "retried", "skipped"):
+    for status in ("parked", "retrying", "retried", "skipped", "refused"):
         dead.add_metric([service, status], figures.dead_letters.get(status, 0))
     yield dead
     projection = GaugeMetricFamily(
@@ -362,7 +358,10 @@ class Observability(DependencyProvider):
         except (*_DB_ERRORS, LookupError) as exc:
             figures = None
             checks["database"] = {"ok": False, "error": _one_line(exc)}
-        refused = broker_answers(self.container.config[AMQP_URI_CONFIG_KEY])
+        refused = broker_answers(
+            self.container.config[AMQP_URI_CONFIG_KEY],
+            name=connection_name("health", self.container.service_name),
+        )
         checks["broker"] = {"ok": True} if refused is None else {"ok": False, "error": refused}
         relay = self.relay()
         if relay is None:
@@ -375,12 +374,23 @@ class Observability(DependencyProvider):
                 "lag": figures.relay_lag if figures is not None else None,
             }
         ok = all(check["ok"] for check in checks.values())
+        tokens = self.tokens()
+        problem = tokens.problem if tokens is not None else None
+        if tokens is not None:
+            # Degraded, not failing: the last good tokens still serve every request.
+            checks["tokens"] = {"ok": True} if problem is None else {"ok": False, "error": problem}
         body = {
             "service": self.container.service_name,
-            "status": "ok" if ok else "failing",
+            "status": "failing" if not ok else "degraded" if problem else "ok",
             "checks": checks,
         }
         return ok, body
+
+    def tokens(self) -> Tokens | None:
+        for extension in self.container.subextensions:
+            if isinstance(extension, LavoroWebServer):
+                return extension.tokens
+        return None
 
     def _timed_app(self, build: Callable[[], Any]) -> Callable[..., Any]:
         app = build()

@@ -3,7 +3,9 @@
 A relay reads its service's log after its checkpoint and publishes every event, in log order, to
 the topic exchange `<service>.events` (declared exactly as nameko declares event exchanges), with
 routing key = event type, so a plain nameko `@event_handler("<service>", "<type>")` elsewhere
-consumes it. Public event types also go, as CloudEvents 1.0 structured JSON, to `lavoro.public`.
+consumes it. Every message carries the AMQP `user_id` of the relay's broker user, which RabbitMQ
+checks against the connection: consumers use it to refuse events published in this service's
+name by anyone else (shared/broker.py). Public event types also go, as CloudEvents 1.0 structured JSON, to `lavoro.public`.
 
 Delivery is at-least-once and never loses an event: the channel is in confirm mode, a batch is
 published and then confirmed as a whole (one wait per batch, not one round trip per message), and
@@ -40,13 +42,13 @@ import sqlalchemy as sa
 import structlog
 from cloudevents.core.bindings.rabbitmq import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
-from kombu.utils.url import parse_url
 from marshmallow import Schema
 from nameko.extensions import DependencyProvider
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared import tables as t
+from shared.broker import amqp_connection, broker_user, connection_name
 from shared.clock import UTC
 from shared.db import is_sqlite, write_transaction
 from shared.dependencies import log_for
@@ -56,6 +58,7 @@ from shared.records import RecordedEvent
 
 PUBLIC_EXCHANGE = "lavoro.public"
 PERSISTENT = 2
+_IDLE_READ = 0.01  # seconds a pass waits for frames the broker sent while the relay was idle
 
 
 class PublishFailed(Exception):
@@ -113,7 +116,10 @@ class Relay:
         self.lock_retry = lock_retry
         self.backoff = backoff
         # Set as client property, so an operator (or a test) can find it in `list_connections`.
-        self.connection_name = f"lavoro-relay-{service}"
+        self.connection_name = connection_name("relay", service)
+        # Stamped on every message; the broker refuses it unless it is the connection's user,
+        # so a consumer can tell this service's events from anyone else's (shared/broker.py).
+        self.user_id = broker_user(amqp_uri)
         self.published = 0  # events this object published and had confirmed
         self.reconnects = 0  # failed passes it recovered from
         self.state = "stopped"  # "standby" (waiting for the lock), "leading", "stopped"
@@ -236,13 +242,14 @@ class Relay:
 
     def _lead(self) -> None:
         attempt = 0
+        idle = False  # the last wait ended by the poll timer, not by a commit
         while not self._stop.is_set():
             if not self.lock.still_held():
                 self._logger.warning("relay.lost_lock", lock=self.lock.name)
                 return
             self._wake.clear()
             try:
-                self._guarded_pass(self._stop)
+                self._guarded_pass(self._stop, idle=idle)
                 attempt = 0
             except RETRYABLE as exc:
                 attempt += 1
@@ -257,7 +264,7 @@ class Relay:
                 )
                 self._stop.wait(delay)
                 continue
-            self._wake.wait(self.poll_interval)
+            idle = not self._wake.wait(self.poll_interval)
 
     def _delay(self, attempt: int) -> float:
         low, high = self.backoff
@@ -274,17 +281,19 @@ class Relay:
 
     # -- one pass ----------------------------------------------------------------------------
 
-    def _guarded_pass(self, stop: threading.Event | None) -> int:
+    def _guarded_pass(self, stop: threading.Event | None, *, idle: bool = False) -> int:
         with self._pass_lock:
             try:
-                return self._pass(stop)
+                return self._pass(stop, idle)
             except BaseException:
                 self._disconnect(polite=False)
                 raise
 
-    def _pass(self, stop: threading.Event | None) -> int:
+    def _pass(self, stop: threading.Event | None, idle: bool = False) -> int:
         if self._conn is None:
             self._connect()
+        elif idle:
+            self._read_pending()
         after = self.checkpoint()
         total = 0
         while stop is None or not stop.is_set():
@@ -377,6 +386,7 @@ class Relay:
             message_id=event.id,
             type=event.type,
             app_id=self.service,
+            user_id=self.user_id,
             timestamp=int(event.recorded_at.timestamp()),
             application_headers=headers,
         )
@@ -405,6 +415,7 @@ class Relay:
             message_id=event.id,
             type=cloud.get_type(),
             app_id=self.service,
+            user_id=self.user_id,
             timestamp=int(event.recorded_at.timestamp()),
             application_headers=dict(wire.headers),
         )
@@ -429,17 +440,7 @@ class Relay:
     # -- broker connection -------------------------------------------------------------------
 
     def _connect(self) -> None:
-        parts = parse_url(self.amqp_uri)
-        secure = parts["transport"] == "amqps"
-        conn = amqp.Connection(
-            host=f"{parts['hostname'] or 'localhost'}:{parts['port'] or (5671 if secure else 5672)}",
-            userid=parts["userid"] or "guest",
-            password=parts["password"] or "guest",
-            virtual_host=parts["virtual_host"] or "/",
-            ssl=secure,
-            connect_timeout=10,
-            client_properties={"connection_name": self.connection_name},
-        )
+        conn = amqp_connection(self.amqp_uri, self.connection_name)
         conn.connect()
         try:
             channel = conn.channel()
@@ -460,6 +461,19 @@ class Relay:
         self._next_tag = 1  # delivery tags count from 1 on every channel put in confirm mode
         self._unconfirmed, self._nacked = set(), set()
         self._logger.info("relay.connected", connection_name=self.connection_name)
+
+    def _read_pending(self) -> None:
+        """Read what the broker sent while the relay was idle (a pass after a quiet poll
+        interval). A relay with nothing to publish reads nothing, so without this it would not
+        see the broker close its connection (an operator's `close_connection`, a node going
+        down) until its next event. A close raises here, and the relay reconnects. A busy relay
+        reads the broker at every batch's confirms and needs no such look."""
+        assert self._conn is not None
+        try:
+            while True:
+                self._conn.drain_events(timeout=_IDLE_READ)
+        except TimeoutError:
+            return  # nothing more waiting: the connection is alive
 
     def _disconnect(self, *, polite: bool) -> None:
         conn, self._conn, self._channel = self._conn, None, None

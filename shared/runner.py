@@ -56,6 +56,8 @@ from shared.config import (  # noqa: E402
     service_config,
 )
 from shared.db import ROOT  # noqa: E402
+from shared.files import narrow_if_present, private_dir  # noqa: E402
+from shared.kek import KEK_FILE_KEY, KEK_KEY, Kek, write_kek  # noqa: E402
 
 DATABASE_SCHEMA_KEY = "DATABASE_SCHEMA"  # as shared.dependencies reads it
 WEB_SERVER_KEY = "WEB_SERVER_ADDRESS"
@@ -128,6 +130,28 @@ def read_dev_token(role: str) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
+def var_dir() -> Path:
+    """lavoro's own folder (`LAVORO_VAR`, default `var/` in the checkout), 0700."""
+    return private_dir(os.environ.get("LAVORO_VAR") or ROOT / "var")
+
+
+def ensure_dev_kek() -> Path | None:
+    """The key-encryption key `lavoro run` gives its services when none is configured: made once
+    as `var/kek` (0600), kept across runs, and named in `LAVORO_KEK_FILE` for this process (its
+    migrations) and its children. None when `LAVORO_KEK_FILE` or `LAVORO_KEK` is set already.
+
+    Development only: it sits on the same disk as the databases it protects. Production gives
+    each service its KEK from a secret (deploy/compose.yaml)."""
+    if os.environ.get(KEK_FILE_KEY) or os.environ.get(KEK_KEY):
+        return None
+    path = var_dir() / "kek"
+    if not path.exists():
+        write_kek(path, Kek.generate())
+    narrow_if_present(path)
+    os.environ[KEK_FILE_KEY] = str(path)
+    return path
+
+
 def ensure_dev_tokens() -> dict[str, Path]:
     """An operator and an auditor token for the CLI, kept across runs: a token file whose hash
     is still in the tokens file is reused, otherwise a new token is issued (only its hash goes
@@ -143,6 +167,8 @@ def ensure_dev_tokens() -> dict[str, Path]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(token + "\n")
+        narrow_if_present(path)
+        narrow_if_present(file)
         written[role] = path
     return written
 

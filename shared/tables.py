@@ -91,11 +91,14 @@ snapshots = sa.Table(
     sa.Column("taken_at", UTCDateTime, nullable=False),
 )
 
+# A person's key, wrapped by a key-encryption key that is never in the database (shared/kek.py),
+# and the id of that KEK: a copy of the database alone opens nothing.
 person_keys = sa.Table(
     "person_keys",
     metadata,
     sa.Column("person_id", sa.String(100), primary_key=True),
-    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.Column("kek_id", sa.String(32), nullable=False),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 

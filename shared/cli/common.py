@@ -23,6 +23,7 @@ from shared.auth import TokenConfigError
 from shared.client import ClientError
 from shared.config import ConfigError
 from shared.errors import NotFound
+from shared.kek import KeyUnwrapError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,6 +52,7 @@ def cli_errors(fn: F) -> F:
             services.RegistryError,
             ConfigError,
             TokenConfigError,
+            KeyUnwrapError,
             NotFound,
         ) as exc:
             message = exc.message if isinstance(exc, NotFound) else str(exc)

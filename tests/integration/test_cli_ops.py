@@ -377,6 +377,22 @@ def test_tokens_issue_list_and_revoke(tmp_path):
         app, ["tokens", "issue", "--subject", "x", "--role", "admin", "--file", str(path)]
     )
     assert "role 'admin' is not one of auditor, operator" in one_line_error(bad_role)
+    lasting = runner.invoke(
+        app,
+        ["tokens", "issue", "--subject", "ada", "--role", "auditor", "--file", str(path)]
+        + ["--expires", "2027-01-01T00:00:00Z"],
+    )
+    assert lasting.exit_code == 0, lasting.output
+    listed = runner.invoke(app, ["tokens", "list", "--file", str(path)])
+    assert (
+        "ada  auditor" in listed.stdout and "expires 2027-01-01T00:00:00.000000Z" in listed.stdout
+    )
+    undated = runner.invoke(
+        app,
+        ["tokens", "issue", "--subject", "x", "--role", "auditor", "--file", str(path)]
+        + ["--expires", "2027-01-01"],
+    )
+    assert "expected an RFC 3339 time with an offset" in one_line_error(undated)
 
 
 def test_the_lavoro_commands_in_docs_operations_exist_with_those_options():

@@ -16,6 +16,7 @@ from nameko.contextdata import ContextDataProvider
 from nameko.events import event_handler
 from nameko.testing.utils import get_extension
 
+from shared.broker import broker_user
 from shared.clock import parse_ts
 from shared.dependencies import EventStore, log_for
 from shared.eventlog import EventLog
@@ -124,6 +125,8 @@ def test_publishes_each_event_in_log_order_persistent_with_its_id_and_type(
     assert [m.properties["message_id"] for m in messages] == [e.id for e in events]
     assert {m.properties["delivery_mode"] for m in messages} == {2}
     assert {m.properties["content_type"] for m in messages} == {"application/json"}
+    # The broker user the relay published as, which RabbitMQ checked (shared/broker.py).
+    assert {m.properties["user_id"] for m in messages} == {broker_user(amqp_uri)}
     assert messages[0].headers["nameko.correlation_id"] == "c-1"
     assert relay.checkpoint() == 5 and relay.lag() == 0
     assert relay.publish_pending() == 0
@@ -321,6 +324,7 @@ def test_public_types_also_go_out_as_cloudevents_without_personal_data(
     assert message.properties["content_type"] == "application/cloudevents+json"
     assert message.properties["message_id"] == awarded.id
     assert message.properties["delivery_mode"] == 2
+    assert message.properties["user_id"] == broker_user(amqp_uri)
     assert "RSSMRA" not in message.body and "tax_code" not in message.body
     body = json.loads(message.body)
     assert body["specversion"] == "1.0"

@@ -27,6 +27,7 @@ from shared.cli import app
 from shared.consumer import handles
 from shared.db import ROOT
 from shared.dependencies import EventStore
+from shared.kek import Kek
 from shared.observability import Observable
 from shared.projections import Projection
 from shared.records import IncomingEvent, NewEvent
@@ -206,6 +207,53 @@ def test_lavoro_run_starts_the_service_in_its_own_process_and_stops_it_on_sigter
         if run.poll() is None:
             run.kill()
             run.wait()
+        out.close()
+        delete_exchange(amqp_uri, f"{unique}.events")
+
+
+def test_lavoro_run_keeps_var_to_its_owner_and_makes_a_development_kek(tmp_path, unique, amqp_uri):
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)  # as an older checkout left it
+    var.chmod(0o755)
+    port = free_port()
+    env = probe_env(unique, port, var, amqp_uri)
+    env.pop("LAVORO_KEK", None)
+    out = (tmp_path / "run.out").open("w")
+    run = subprocess.Popen(
+        [str(BIN / "lavoro"), "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(
+            lambda: (r := health(port)) is not None and r.status_code == 200,
+            timeout=40,
+            message="the probe's /health",
+        )
+        token = (var / "operator.token").read_text().strip()
+        created = requests.post(  # an append: the log, its WAL, the relay's lock file
+            f"http://127.0.0.1:{port}/notes",
+            json={"note_id": "n1", "text": "hello"},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "k1"},
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+        printed = wait_for(
+            lambda: "Ctrl-C stops" in (text := (tmp_path / "run.out").read_text()) and text,
+            message="the table",
+        )
+        assert f"key-encryption key: {var / 'kek'} (development only" in printed
+        kek = (var / "kek").read_text().strip()
+        assert Kek.parse(kek, "var/kek") and kek not in printed
+
+        modes = {path.name: path.stat().st_mode & 0o777 for path in var.iterdir()}
+        assert var.stat().st_mode & 0o777 == 0o700
+        assert {f"{unique}.db", "tokens.json", "operator.token", "kek"} <= set(modes)
+        assert any(name.endswith(".lock") for name in modes), modes
+        assert any(name.endswith("-wal") for name in modes), modes
+        assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGTERM)
+            run.wait(timeout=40)
         out.close()
         delete_exchange(amqp_uri, f"{unique}.events")
 
