@@ -7,9 +7,8 @@ what a script wants on stdout.
 
 The chassis's commands, a module a group: run.py (`run`, `serve`, `status`), demo.py, audit.py,
 events.py, dlq.py, projections.py, tokens.py, keys.py, persons.py; common.py is what they
-share. A service adds a
-group of its own, `lavoro <service> ...`, by naming a module in its registry entry
-(`ServiceSpec.cli`) whose `app` is a typer.Typer: `lavoro ledger progress` is
+share. A service adds a group of its own, `lavoro <service> ...`, by naming a module in its
+registry entry (`ServiceSpec.cli`) whose `app` is a typer.Typer: `lavoro ledger progress` is
 services/ledger/cli.py.
 
 `app` is built when it is first asked for (`from shared.cli import app`, the console script), so
