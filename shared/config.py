@@ -10,6 +10,7 @@ works on one machine.
 | API tokens | `LAVORO_TOKENS_FILE`, `LAVORO_TOKENS` | `var/tokens.json` (see shared.auth) |
 | who may publish a source's events | `LAVORO_SOURCE_USERS` (`calls=calls,...`) | unset: anyone (see shared.broker) |
 | key-encryption key of personal data | `LAVORO_KEK_FILE` or `LAVORO_KEK` (and `..._PREVIOUS...` while rotating) | none; `lavoro run` makes `var/kek` (see shared.kek) |
+| largest request body | `LAVORO_MAX_BODY_BYTES` | 1048576 (1 MiB; larger is 413) |
 | log level | `LOG_LEVEL` | `INFO` |
 | log format | `LOG_FORMAT`: `json` or `console` | `console` on a terminal, else `json` |
 
@@ -45,6 +46,7 @@ SERVICE_NAME_KEY = "SERVICE_NAME"
 LOG_LEVEL_KEY = "LOG_LEVEL"
 LOG_FORMAT_KEY = "LOG_FORMAT"
 LOG_FORMATS = ("json", "console")  # as shared.logs renders them
+MAX_BODY_BYTES_KEY = "LAVORO_MAX_BODY_BYTES"  # read by shared.web
 
 # One port per service so that all five can run on one machine without a proxy; the registry
 # (shared/services.py) is where a service and its port are declared, once.
@@ -157,7 +159,7 @@ def service_config(service: str, path: Path | str | None = None) -> dict[str, An
         LOG_LEVEL_KEY: os.environ.get(LOG_LEVEL_KEY, "INFO"),
         LOG_FORMAT_KEY: log_format(),
     }
-    for key in (TOKENS_FILE_KEY, TOKENS_KEY):
+    for key in (TOKENS_FILE_KEY, TOKENS_KEY, MAX_BODY_BYTES_KEY):
         if os.environ.get(key):
             config[key] = os.environ[key]
     source = Path(path) if path else ROOT / "services" / service / "config.yaml"

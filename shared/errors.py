@@ -69,6 +69,20 @@ class ConcurrencyError(Conflict):
         self.actual = actual
 
 
+class PayloadTooLarge(LavoroError):
+    """A request body over the configured size (413); nothing of it was looked at."""
+
+    status = 413
+    code = "request_entity_too_large"
+
+
+class UnsupportedMediaType(LavoroError):
+    """A command's body that is not `application/json` (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unauthorized(LavoroError):
     status = 401
     code = "unauthorized"

@@ -41,7 +41,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from eventlet import wsgi
@@ -55,9 +55,11 @@ from werkzeug.wrappers import Request, Response
 
 from shared.auth import COMMAND, READ, Principal, Tokens, authorise, bearer_token
 from shared.clock import format_ts
+from shared.config import MAX_BODY_BYTES_KEY, ConfigError
 from shared.errors import InvalidInput, LavoroError, Unauthorized
 from shared.logs import bind_request, get_logger
-from shared.schemas import JsonFraction, invalid_input
+from shared.request_body import check_media_type, parse_json, read_body
+from shared.schemas import invalid_input
 from shared.unit_of_work import Outcome
 
 # Keys of nameko's worker context data (worker_ctx.data) that the store dependency reads.
@@ -70,7 +72,7 @@ CORRELATION_HEADER = "X-Correlation-Id"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 200  # the log's `commands.command_id` column
 MAX_CORRELATION_ID = 36  # the log's `events.correlation_id` column (a UUID)
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # the default of LAVORO_MAX_BODY_BYTES
 JSON_TYPE = "application/json"
 
 _ENVIRON_KEY = "lavoro.request"
@@ -204,16 +206,14 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
-def _json_body(request: Request) -> Any:
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        return {}  # a command with nothing to say, e.g. POST /calls/<id>/close
-    try:
-        # Exact, never through a float; and marked, so that Money refuses a number with a fraction.
-        return json.loads(raw.decode("utf-8"), parse_float=JsonFraction)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        message = f"not valid JSON: {exc}"
-        raise LavoroError(f"request body is {message}", fields={"body": [message]}) from exc
+def _refuse_nul(kind: str, pairs: Iterable[tuple[str, Any]]) -> None:
+    """A NUL in a path or query parameter (422 naming it): PostgreSQL refuses it in text,
+    SQLite keeps it, and the two stores must answer alike."""
+    bad = [name for name, value in pairs if "\x00" in name or "\x00" in str(value)]
+    if bad:
+        reason = f"{kind} parameter contains a NUL character"
+        fields = {name.replace("\x00", "\\u0000"): [reason] for name in bad}
+        raise InvalidInput(f"invalid input: {', '.join(fields)}: {reason}", fields=fields)
 
 
 class JsonWsgiApp(WsgiApp):
@@ -238,6 +238,21 @@ class JsonWsgiApp(WsgiApp):
         return response(environ, start_response)
 
 
+def _max_body_bytes(config: Mapping[str, Any]) -> int:
+    value = config.get(MAX_BODY_BYTES_KEY)
+    if value is None or value == "":
+        return MAX_BODY_BYTES
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        limit = 0
+    if limit < 1 or isinstance(value, bool):
+        raise ConfigError(
+            f"{MAX_BODY_BYTES_KEY}={value!r}: expected a whole number of bytes, 1 or more"
+        )
+    return limit
+
+
 class _EventletLog:
     """eventlet's server log: its access line repeats the entrypoint's (which has the correlation
     id), so it goes to debug; its errors stay errors."""
@@ -259,8 +274,10 @@ class LavoroWebServer(WebServer):
     request written by the entrypoint (with the correlation id) instead of eventlet's."""
 
     tokens: Tokens
+    max_body_bytes: int = MAX_BODY_BYTES
 
     def setup(self) -> None:
+        self.max_body_bytes = _max_body_bytes(self.container.config)
         # Loaded at start so that a malformed or missing tokens file stops the service at once.
         self.tokens = Tokens.from_config(self.container.config)
         if not self.tokens.entries:
@@ -350,7 +367,6 @@ class LavoroHttp(HttpRequestHandler):
     def handle_request(self, request: Request) -> Response:
         started = time.monotonic()
         request.shallow = False
-        request.max_content_length = MAX_BODY_BYTES
         correlation_id, header_error = _supplied_correlation_id(request)
         principal: Principal | None = None
         with bind_request(correlation_id, method=request.method, path=request.path):
@@ -391,6 +407,8 @@ class LavoroHttp(HttpRequestHandler):
     ) -> tuple[RequestContext, tuple[Any, ...]]:
         """The request's context and the method's arguments: the request for a read, a
         CommandRequest (Idempotency-Key checked, body loaded) for a command."""
+        _refuse_nul("path", request.path_values.items())  # type: ignore[attr-defined]
+        _refuse_nul("query", request.args.items(multi=True))
         if not self.is_command:
             if principal is None:  # a public read; a command is never public
                 context = RequestContext(correlation_id)
@@ -404,7 +422,9 @@ class LavoroHttp(HttpRequestHandler):
         command_id = _idempotency_key(request)
         context = RequestContext(correlation_id, principal.subject, principal.role, command_id)
         request.environ[_ENVIRON_KEY] = context
-        body = _json_body(request)
+        raw = read_body(request, self.server.max_body_bytes)
+        check_media_type(request, raw)
+        body = parse_json(raw)
         if self.schema is not None:
             data = self.schema.load(body)
         elif isinstance(body, dict):
