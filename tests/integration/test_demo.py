@@ -287,6 +287,9 @@ def test_ledger_progress_as_a_table_as_json_and_as_of_a_day(ledger):
 
     bad = runner.invoke(app, [*day, "3 June"], env=env)
     assert bad.exit_code == 2 and "--as-of" in bad.output
+    # A day the ledger refuses (outside the plausible range): its 422, in one line, exit 1.
+    far = one_line_error(runner.invoke(app, [*day, "9999-12-31"], env=env))
+    assert "answered 422: invalid input: as_of: Outside the plausible range" in far
 
 
 def test_ledger_progress_errors_are_one_line(ledger, tmp_path):

@@ -65,6 +65,13 @@ def test_progress_as_of_a_day_is_the_books_at_the_end_of_that_day_in_bologna(sta
     bad = client.get(f"/projects/{cup}/progress", params={"as_of": "11/05/2024"})
     assert bad.status_code == 422
     assert list(bad.body["fields"]) == ["as_of"]
+    # A day outside the plausible range is refused the same way (9999-12-31 overflowed: a 500).
+    for day in ("9999-12-31", "0001-01-01"):
+        far = client.get(f"/projects/{cup}/progress", params={"as_of": day})
+        assert far.status_code == 422, far.body
+        assert far.body["fields"] == {
+            "as_of": ["Outside the plausible range, 1900-01-01 to 2199-12-31."]
+        }
 
 
 def test_the_lists_show_each_entry_with_its_cause(ledger):
