@@ -10,7 +10,8 @@ A service inherits `Observable` and gets, with nothing else to write:
 - `GET /metrics`, public, Prometheus text (prometheus-client): events appended (the log head:
   gapless positions make it the exact count, whichever replica appended), relay lag, handler
   successes and failures, dead letters, inbox size, projection lag, and a histogram of HTTP
-  latency by method, route and status. Each container has its own registry, so two services in
+  latency by method, route and status. Every label is bounded: a method outside `HTTP_METHODS`
+  is `other`, a route is the rule that matched (`/calls/<call_id>`) or `unmatched`. Each container has its own registry, so two services in
   one process (tests) never mix their numbers.
 
 `read_figures(engine)` is the one definition of the log's numbers (head, relay lag, inbox, dead
@@ -36,7 +37,7 @@ from nameko.extensions import DependencyProvider
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
 
 from shared import tables as t
@@ -51,6 +52,9 @@ from shared.web import LavoroHttp, LavoroWebServer, http, json_response
 RELAY_CHECKPOINT = "relay"
 PROJECTION_PREFIX = "projection:"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The values the `method` and `route` labels may take: every label is bounded, whatever is sent.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
 BROKER_TIMEOUT = 2.0  # seconds: a health check must answer well within a healthcheck's timeout
 
 # Database trouble a health check or a scrape reports rather than raises.
@@ -410,19 +414,35 @@ class Observability(DependencyProvider):
                 return app(environ, capture)
             finally:
                 histogram.labels(
-                    service, environ.get("REQUEST_METHOD", "?"), _route(app, environ), status[0]
+                    service, _method(environ), _route(app, environ), status[0]
                 ).observe(time.perf_counter() - started)
 
         return timed
 
 
+def _method(environ: dict[str, Any]) -> str:
+    # The client chooses the method: an unknown one is "other", or each would be a label set.
+    method = environ.get("REQUEST_METHOD", "")
+    return method if method in HTTP_METHODS else "other"
+
+
 def _route(app: Any, environ: dict[str, Any]) -> str:
-    # The rule, not the path: `/calls/<call_id>` keeps the label set small.
+    # The rule, never the path (the client chooses it): `/calls/<call_id>` for every call, the
+    # rule too for a method it does not allow, "unmatched" for any path no rule has.
+    adapter = app.url_map.bind_to_environ(environ)
     try:
-        rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
-        return str(rule.rule)
+        rule, _ = adapter.match(return_rule=True)
+    except MethodNotAllowed as exc:
+        allowed = sorted(exc.valid_methods or ())
+        if not allowed:
+            return UNMATCHED
+        try:
+            rule, _ = adapter.match(method=allowed[0], return_rule=True)
+        except HTTPException:
+            return UNMATCHED
     except HTTPException:
-        return "(unmatched)"
+        return UNMATCHED
+    return str(rule.rule)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -18,12 +18,14 @@ import structlog
 from marshmallow import Schema, fields
 from nameko.extensions import DependencyProvider
 from nameko.testing.utils import get_extension
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.wrappers import Response
 
 from shared.auth import issue_token
 from shared.clock import UTC
 from shared.errors import Conflict, NotFound
 from shared.logs import configure_logging, get_logger
+from shared.observability import Observable
 from shared.web import (
     ACTOR_KEY,
     COMMAND_ID_KEY,
@@ -553,3 +555,42 @@ def test_a_csv_export_passes_through_with_its_own_media_type(edge):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/csv")
     assert response.text.splitlines() == ["position,total", "1,88.50"]
+
+
+class MeteredEdge(Observable):
+    """An observable service with no store: /metrics still answers (the database reads as down)."""
+
+    name = "edge_metered"
+
+    @query("/calls/<call_id>")
+    def get_call(self, request, call_id):
+        return {"call_id": call_id}
+
+
+def test_metrics_labels_are_bounded_whatever_the_client_sends(container_factory):
+    config = {
+        "AMQP_URI": "memory://",
+        "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+        "LAVORO_TOKENS": f"ada:operator:{OPERATOR}",
+    }
+    container = container_factory(MeteredEdge, config)
+    container.start()
+    base = f"http://127.0.0.1:{bound_port(container)}"
+    auth = {"Authorization": f"Bearer {OPERATOR}"}
+    for n in range(5):
+        requests.request(f"PROBEM{n}", f"{base}/calls/c{n}", headers=auth, timeout=5)
+        requests.get(f"{base}/calls/c{n}", headers=auth, timeout=5)
+        requests.get(f"{base}/nowhere/{n}", headers=auth, timeout=5)
+    exposition = requests.get(f"{base}/metrics", timeout=5).text
+    label_sets = {
+        (sample.labels["method"], sample.labels["route"], sample.labels["status"])
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "lavoro_http_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert label_sets == {
+        ("other", "/calls/<call_id>", "405"),
+        ("GET", "/calls/<call_id>", "200"),
+        ("GET", "unmatched", "404"),
+    }
