@@ -5,7 +5,7 @@ works on one machine.
 |---|---|---|
 | broker | `AMQP_URI` | `amqp://guest:guest@localhost:5672/` |
 | database | `<SERVICE>_DATABASE_URL` | a SQLite file per service under `var/` |
-| HTTP bind address | `<SERVICE>_HTTP` (`[host:]port`) | `0.0.0.0:` the service's port below |
+| HTTP bind address | `<SERVICE>_HTTP` (`[host:]port`) | `127.0.0.1:` the service's port below |
 | workers per process | `<SERVICE>_MAX_WORKERS`, then `LAVORO_MAX_WORKERS` | 10 |
 | API tokens | `LAVORO_TOKENS_FILE`, `LAVORO_TOKENS` | `var/tokens.json` (see shared.auth) |
 | who may publish a source's events | `LAVORO_SOURCE_USERS` (`calls=calls,...`) | unset: anyone (see shared.broker) |
@@ -102,7 +102,8 @@ def amqp_uri(env: Mapping[str, str] | None = None) -> str:
 
 
 def http_address(service: str, env: Mapping[str, str] | None = None) -> str:
-    """`<SERVICE>_HTTP` (`[host:]port`), else all interfaces on the service's own port."""
+    """`<SERVICE>_HTTP` (`[host:]port`), else this machine only (127.0.0.1) on the service's own
+    port: a container that must be reached from elsewhere says 0.0.0.0 (deploy/compose.yaml)."""
     env = os.environ if env is None else env
     name = _env_name(service, "HTTP")
     value = env.get(name)
@@ -117,7 +118,7 @@ def http_address(service: str, env: Mapping[str, str] | None = None) -> str:
             f"service {service!r} has no default HTTP port (known: {', '.join(HTTP_PORTS)}); "
             f"set {name}"
         )
-    return f"0.0.0.0:{HTTP_PORTS[service]}"
+    return f"127.0.0.1:{HTTP_PORTS[service]}"
 
 
 def log_format(env: Mapping[str, str] | None = None) -> str | None:

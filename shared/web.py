@@ -58,6 +58,7 @@ from shared.clock import format_ts
 from shared.config import MAX_BODY_BYTES_KEY, ConfigError
 from shared.errors import InvalidInput, LavoroError, Unauthorized
 from shared.logs import bind_request, get_logger
+from shared.ports import listen
 from shared.request_body import check_media_type, parse_json, read_body
 from shared.schemas import invalid_input
 from shared.unit_of_work import Outcome
@@ -285,6 +286,18 @@ class LavoroWebServer(WebServer):
                 "no API tokens configured: every authenticated request will get 401",
                 tokens_file=str(self.tokens.path),
             )
+
+    def start(self) -> None:
+        # nameko's start, on a listener of its own: eventlet's listen would set SO_REUSEPORT and
+        # let a second system listen on the same port unnoticed (shared.ports).
+        if not self._starting:  # type: ignore[has-type]
+            self._starting = True
+            self._sock = listen(self.bind_addr)
+            self._sock.settimeout(
+                None
+            )  # as nameko: kombu's global socket timeout, celery/kombu#838
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
 
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)

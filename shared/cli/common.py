@@ -24,6 +24,7 @@ from shared.client import ClientError
 from shared.config import ConfigError
 from shared.errors import NotFound
 from shared.kek import KeyUnwrapError
+from shared.ports import PortInUse
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +55,7 @@ def cli_errors(fn: F) -> F:
             TokenConfigError,
             KeyUnwrapError,
             NotFound,
+            PortInUse,
         ) as exc:
             message = exc.message if isinstance(exc, NotFound) else str(exc)
             fail(message)

@@ -52,6 +52,7 @@ def run(
     from shared.runner import (
         WEB_SERVER_KEY,
         Supervisor,
+        check_address_free,
         ensure_dev_kek,
         ensure_dev_tokens,
         service_settings,
@@ -67,10 +68,13 @@ def run(
     if not specs:
         typer.echo("no service is built yet: nothing to start (see shared/services.py)")
         return
+    addresses = [(spec, service_settings(spec)[WEB_SERVER_KEY]) for spec in specs]
+    for spec, address in addresses:
+        # Before anything starts: a port another system holds stops this one, in one line.
+        check_address_free(spec, address)
     kek_file = ensure_dev_kek()  # before the upgrades: a database may hold keys to wrap
     planned = []
-    for spec in specs:
-        address = service_settings(spec)[WEB_SERVER_KEY]
+    for spec, address in addresses:
         database = upgrade_database(spec)
         typer.echo(f"{spec.name}: database upgraded ({database})")
         planned.append((spec, address, database))

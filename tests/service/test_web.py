@@ -9,6 +9,7 @@ import decimal
 import io
 import json
 import logging
+import socket
 import uuid
 from types import SimpleNamespace
 
@@ -26,6 +27,7 @@ from shared.clock import UTC
 from shared.errors import Conflict, NotFound
 from shared.logs import configure_logging, get_logger
 from shared.observability import Observable
+from shared.ports import PortInUse
 from shared.web import (
     ACTOR_KEY,
     COMMAND_ID_KEY,
@@ -594,3 +596,17 @@ def test_metrics_labels_are_bounded_whatever_the_client_sends(container_factory)
         ("GET", "/calls/<call_id>", "200"),
         ("GET", "unmatched", "404"),
     }
+
+
+def test_a_container_refuses_to_listen_on_a_port_another_socket_holds(container_factory):
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as eventlet's listen does
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = {"AMQP_URI": "memory://", "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"}
+        container = container_factory(EdgeService, config)
+        with pytest.raises(PortInUse) as refused:
+            container.start()
+    assert str(refused.value).startswith(f"cannot listen on 127.0.0.1:{port}: in use by pid ")
+    assert refused.value.port == port
