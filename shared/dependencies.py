@@ -15,6 +15,11 @@ Who and what caused an append is filled in from the worker context, not passed b
   passes on to RPC calls as headers); without one, a correlation id is made for the worker, so
   all events of one command share it.
 
+The digest of an HTTP command's body comes the same way: the store records it with the command
+id the edge gave that request, and a command id seen before with another digest is refused
+(`IdempotencyKeyReused`, 422) instead of answered with the first run's events. Other command ids
+(a handler's, a script's) have no digest: their id alone decides.
+
 In a handler, everything the store writes is one unit of work: it commits together with the
 inbox row after the handler returns and rolls back if it raises (the consumer drives this through
 `EventStore.finish`). Elsewhere each `append` (or `transaction()` block) commits at once.
@@ -61,6 +66,8 @@ S = TypeVar("S")
 ACTOR_KEY = "lavoro.actor"
 CORRELATION_KEY = "lavoro.correlation_id"
 CAUSATION_KEY = "lavoro.causation_id"
+COMMAND_ID_KEY = "lavoro.command_id"  # as shared.web sets them for a command
+REQUEST_DIGEST_KEY = "lavoro.request_digest"
 DATABASE_URL_KEY = "DATABASE_URL"
 DATABASE_SCHEMA_KEY = "DATABASE_SCHEMA"
 PROJECTION_POLL_KEY = "LAVORO_PROJECTION_POLL"  # seconds between looks for others' appends; 0: off
@@ -88,11 +95,16 @@ class Writer:
     without its key, and an erasure waits for it)."""
 
     def __init__(
-        self, tx: Transaction, cause: dict[str, str | None], sealer: _Sealer | None = None
+        self,
+        tx: Transaction,
+        cause: dict[str, str | None],
+        sealer: _Sealer | None = None,
+        request: _Request | None = None,
     ) -> None:
         self._tx = tx
         self._cause = cause
         self._sealer = sealer
+        self._request = request or _Request()
 
     def append(
         self,
@@ -105,8 +117,24 @@ class Writer:
         if self._sealer is not None:
             events = [self._sealer.seal(event, self._tx.conn) for event in events]
         return self._tx.append(
-            stream, expected_version, events, command_id=command_id, **self._cause
+            stream,
+            expected_version,
+            events,
+            command_id=command_id,
+            command_digest=self._request.digest_of(command_id),
+            **self._cause,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """The command id the edge gave this worker's request, and the digest of its body."""
+
+    command_id: str | None = None
+    digest: str | None = None
+
+    def digest_of(self, command_id: str | None) -> str | None:
+        return self.digest if command_id is not None and command_id == self.command_id else None
 
 
 class _Sealer:
@@ -136,11 +164,13 @@ class Store:
         deferred: bool,
         contracts: Contracts | None = None,
         sealer: _Sealer | None = None,
+        request: _Request | None = None,
     ) -> None:
         self._log = log
         self._cause = cause
         self._contracts = contracts
         self._sealer = sealer
+        self._request = request or _Request()
         # A handler's writes wait in one open transaction until the consumer commits them with
         # the inbox row (or rolls them back).
         self._deferred = deferred
@@ -158,8 +188,9 @@ class Store:
         return self._deferred
 
     def command_events(self, command_id: str) -> list[RecordedEvent] | None:
-        """The events a command appended the first time it ran, or None if it never ran."""
-        return self._log.command_events(command_id)
+        """The events a command appended the first time it ran, or None if it never ran
+        (IdempotencyKeyReused if it ran for another request body)."""
+        return self._log.command_events(command_id, digest=self._request.digest_of(command_id))
 
     def one_at_a_time(self, stream: str) -> ContextManager[None]:
         """Commands on `stream` one after another, in this process and across the replicas that
@@ -193,7 +224,12 @@ class Store:
             with self.transaction() as writer:
                 return writer.append(stream, expected_version, events, command_id=command_id)
         return self._log.append(
-            stream, expected_version, events, command_id=command_id, **self._cause
+            stream,
+            expected_version,
+            events,
+            command_id=command_id,
+            command_digest=self._request.digest_of(command_id),
+            **self._cause,
         )
 
     @contextmanager
@@ -203,10 +239,10 @@ class Store:
             tx = self._open()
             # A savepoint: a block that raises leaves nothing behind even if the handler goes on.
             with tx.conn.begin_nested():
-                yield Writer(tx, self._cause, self._sealer)
+                yield Writer(tx, self._cause, self._sealer, self._request)
             return
         with self._log.transaction() as tx:
-            yield Writer(tx, self._cause, self._sealer)
+            yield Writer(tx, self._cause, self._sealer, self._request)
 
     def query(self, statement: Any, params: dict[str, Any] | None = None) -> list[sa.Row[Any]]:
         """Rows of a SELECT on the service's database (its read models). Writes are refused."""
@@ -379,12 +415,15 @@ class EventStore(DependencyProvider):
         return self.ensure_log().engine
 
     def get_dependency(self, worker_ctx: Any) -> Store:
+        handler = _is_handler(worker_ctx)
         store = Store(
             self.ensure_log(),
             self._cause(worker_ctx),
-            deferred=_is_handler(worker_ctx),
+            deferred=handler,
             contracts=self.contracts,
             sealer=self._sealer,
+            # A handler's commands are its own: no HTTP request body binds them.
+            request=None if handler else _request_of(worker_ctx),
         )
         self._stores[worker_ctx] = store
         return store
@@ -453,6 +492,11 @@ class EventStore(DependencyProvider):
             "correlation_id": data[CORRELATION_KEY],
             "causation_id": data.get(CAUSATION_KEY),
         }
+
+
+def _request_of(worker_ctx: Any) -> _Request:
+    data = worker_ctx.data
+    return _Request(data.get(COMMAND_ID_KEY), data.get(REQUEST_DIGEST_KEY))
 
 
 def _is_handler(worker_ctx: Any) -> bool:

@@ -1,7 +1,8 @@
 """The append-only, hash-chained event log of one service (ARCHITECTURE.md, "The event log").
 
 `append` writes a command's events in one transaction with gapless positions, the hash chain,
-optimistic concurrency per stream and command idempotency; hooks given to it (projections, inbox)
+optimistic concurrency per stream and command idempotency (an id, bound to its request's digest
+when one is given); hooks given to it (projections, inbox)
 write in that same transaction. Reading: one stream, everything after a position in pages, or as
 of a time. Upcasters turn old schema versions into the current shape on read; stored rows never
 change. The events themselves are values of `shared.records`; the hash rule is `shared.chain`.
@@ -26,7 +27,7 @@ from shared.canonical import canonical
 from shared.chain import Anchor, chain_digest, envelope_text, walk
 from shared.clock import UTC, Clock, SystemClock, as_utc, format_ts
 from shared.db import is_sqlite, write_transaction
-from shared.errors import ConcurrencyError
+from shared.errors import ConcurrencyError, IdempotencyKeyReused
 from shared.records import AppendResult, NewEvent, RecordedEvent
 
 ANY_VERSION = -1  # expected_version meaning "whatever the stream is at"
@@ -64,6 +65,7 @@ class Transaction:
         events: Sequence[NewEvent],
         *,
         command_id: str | None = None,
+        command_digest: str | None = None,
         actor: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
@@ -74,6 +76,7 @@ class Transaction:
             expected_version,
             events,
             command_id,
+            command_digest,
             actor,
             correlation_id,
             causation_id,
@@ -110,7 +113,7 @@ class _Sql:
         self.begin_append = (
             "SELECT h.position, h.hash, "
             f"(SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = {p}), "
-            "c.first_position, c.last_position, c.command_id IS NOT NULL "
+            "c.first_position, c.last_position, c.command_id IS NOT NULL, c.request_digest "
             f"FROM log_head h LEFT JOIN commands c ON c.command_id = {p} "
             "WHERE h.id = 1"
         )
@@ -126,8 +129,9 @@ class _Sql:
         self._insert_events = f"INSERT INTO events ({self.COLUMNS}) VALUES "
         self._move_head = f"UPDATE log_head SET position = {p}, hash = {p} WHERE id = 1"
         self._insert_command = (
-            "INSERT INTO commands (command_id, stream, first_position, last_position, recorded_at) "
-            f"VALUES ({p}, {p}, {p}, {p}, {p})"
+            "INSERT INTO commands "
+            "(command_id, stream, first_position, last_position, recorded_at, request_digest) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
         )
 
     def read_time(self, value: Any) -> dt.datetime:
@@ -171,6 +175,14 @@ class _Sql:
             statement = "SELECT 1"
         prefix = ("WITH " + ", ".join(parts) + " ") if parts else ""
         cur.execute(prefix + statement, params)
+
+
+def _same_request(recorded: str | None, given: str | None) -> None:
+    """A command id seen before, asked again: refused if both runs have a request digest and
+    they differ. Without one on either side (a handler's command; a row older than revision
+    0003) the id alone decides."""
+    if recorded is not None and given is not None and recorded != given:
+        raise IdempotencyKeyReused()
 
 
 class Upcasters:
@@ -260,6 +272,7 @@ class EventLog:
         events: Sequence[NewEvent],
         *,
         command_id: str | None = None,
+        command_digest: str | None = None,
         actor: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
@@ -267,8 +280,10 @@ class EventLog:
         """Append `events` to `stream` if it is at `expected_version` (0: new; ANY_VERSION: any).
 
         Raises ConcurrencyError if the stream moved on. With a `command_id` seen before, returns
-        the events that command appended the first time and appends nothing. The log's
-        projections fold the new events in the same transaction.
+        the events that command appended the first time and appends nothing; if the first run
+        recorded a `command_digest` (of its request) and this one gives another, raises
+        IdempotencyKeyReused instead. The log's projections fold the new events in the same
+        transaction.
         """
         with self.transaction() as tx:
             return tx.append(
@@ -276,6 +291,7 @@ class EventLog:
                 expected_version,
                 events,
                 command_id=command_id,
+                command_digest=command_digest,
                 actor=actor,
                 correlation_id=correlation_id,
                 causation_id=causation_id,
@@ -294,6 +310,7 @@ class EventLog:
         expected_version: int,
         events: Sequence[NewEvent],
         command_id: str | None,
+        command_digest: str | None,
         actor: str | None,
         correlation_id: str | None,
         causation_id: str | None,
@@ -305,8 +322,9 @@ class EventLog:
         # One round trip: lock the head, then read it, the stream's version and any earlier run
         # of this command.
         cur.execute(sql.begin_append, (stream, command_id))
-        head_position, head_hash, current, first, last, seen = cur.fetchone()
+        head_position, head_hash, current, first, last, seen, seen_digest = cur.fetchone()
         if seen:
+            _same_request(seen_digest, command_digest)
             earlier = [] if first is None else list(self._read_range(conn, first, last))
             return AppendResult(earlier, duplicate=True)
         if expected_version != ANY_VERSION and current != expected_version:
@@ -387,6 +405,7 @@ class EventLog:
                 rows[0][0] if rows else None,
                 position if rows else None,
                 stored_now,
+                command_digest,
             )
         sql.write(cur, rows, (position, prev) if rows else None, command_row)
         return AppendResult(recorded, duplicate=False)
@@ -531,17 +550,22 @@ class EventLog:
                 ).scalar_one()
             )
 
-    def command_events(self, command_id: str) -> list[RecordedEvent] | None:
+    def command_events(
+        self, command_id: str, *, digest: str | None = None
+    ) -> list[RecordedEvent] | None:
         """The events a command appended the first time it ran (empty if it appended none), or
-        None if no command with that id ran."""
+        None if no command with that id ran. IdempotencyKeyReused if it ran for a request whose
+        recorded digest is not `digest`."""
+        commands = t.commands.c
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(t.commands.c.first_position, t.commands.c.last_position).where(
-                    t.commands.c.command_id == command_id
-                )
+                sa.select(
+                    commands.first_position, commands.last_position, commands.request_digest
+                ).where(commands.command_id == command_id)
             ).first()
             if row is None:
                 return None
+            _same_request(row.request_digest, digest)
             if row.first_position is None:
                 return []
             return list(self._read_range(conn, row.first_position, row.last_position))

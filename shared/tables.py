@@ -1,4 +1,4 @@
-"""The chassis tables every service database has. Alembic's first revision creates exactly these."""
+"""The chassis tables every service database has, as the chassis's Alembic revisions leave them."""
 
 from __future__ import annotations
 
@@ -80,6 +80,9 @@ commands = sa.Table(
     sa.Column("first_position", sa.BigInteger),
     sa.Column("last_position", sa.BigInteger),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # SHA-256 of the request body that ran the command (NULL: none was given, or the row is
+    # older than revision 0003): the same id with another digest is refused.
+    sa.Column("request_digest", sa.String(64)),
 )
 
 snapshots = sa.Table(

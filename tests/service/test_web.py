@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import io
 import json
 import logging
@@ -32,12 +33,15 @@ from shared.web import (
     ACTOR_KEY,
     COMMAND_ID_KEY,
     CORRELATION_ID_KEY,
+    IDEMPOTENCY_KEY_KEY,
+    REQUEST_DIGEST_KEY,
     ROLE_KEY,
     bound_port,
     command,
     http,
     json_response,
     query,
+    scoped_command_id,
 )
 
 OPERATOR = "op-" + uuid.uuid4().hex
@@ -83,6 +87,7 @@ class EdgeService:
             "title": title,
             "budget": cmd.data["budget"],
             "command_id": cmd.id,
+            "key": cmd.key,
             "actor": cmd.actor,
             "opened_at": OPENED_AT,
         }
@@ -212,19 +217,22 @@ def test_a_public_endpoint_needs_no_token_and_still_answers_json(edge):
 
 def test_a_command_hands_its_ids_to_the_worker_and_the_method(edge):
     base, tokens, data = edge.base, edge.tokens, edge.data
+    body = b'{"title": "Work 2024", "budget": 1000.10}'
     response = send(
         "POST",
         f"{base}/calls",
         token=tokens["operator"],
         key="cmd-1",
         headers={"X-Correlation-Id": "corr-1", **JSON},
-        data='{"title": "Work 2024", "budget": 1000.10}',
+        data=body,
     )
     assert response.status_code == 201, response.body
     assert response.body == {
         "title": "Work 2024",
         "budget": "1000.10",  # parsed as Decimal, never a float
-        "command_id": "cmd-1",
+        # The key, scoped to the actor and the endpoint: the id the log records.
+        "command_id": scoped_command_id("ada", "POST", "/calls", "cmd-1"),
+        "key": "cmd-1",
         "actor": "ada",
         "opened_at": "2024-03-01T09:30:00.000000Z",
     }
@@ -235,9 +243,22 @@ def test_a_command_hands_its_ids_to_the_worker_and_the_method(edge):
             ACTOR_KEY: "ada",
             ROLE_KEY: "operator",
             CORRELATION_ID_KEY: "corr-1",
-            COMMAND_ID_KEY: "cmd-1",
+            COMMAND_ID_KEY: scoped_command_id("ada", "POST", "/calls", "cmd-1"),
+            IDEMPOTENCY_KEY_KEY: "cmd-1",
+            REQUEST_DIGEST_KEY: hashlib.sha256(body).hexdigest(),
         }
     ]
+    ids = {
+        scoped_command_id(*scope)
+        for scope in [
+            ("ada", "POST", "/calls", "cmd-1"),
+            ("bea", "POST", "/calls", "cmd-1"),
+            ("ada", "POST", "/calls/c1/close", "cmd-1"),
+            ("ada", "PUT", "/calls", "cmd-1"),
+            ("ada", "POST", "/calls", "cmd-2"),
+        ]
+    }
+    assert len(ids) == 5 and all(len(i) == 64 for i in ids)
 
 
 def test_without_x_correlation_id_a_new_uuid_is_made_and_given_back(edge):
@@ -277,7 +298,7 @@ def test_an_idempotency_key_of_200_characters_is_accepted(edge):
         json={"title": "t", "budget": "1"},
     )
     assert response.status_code == 201
-    assert data.seen[-1][COMMAND_ID_KEY] == key
+    assert data.seen[-1][IDEMPOTENCY_KEY_KEY] == key
 
 
 def test_a_body_the_schema_refuses_is_422_naming_each_field(edge):
@@ -368,7 +389,8 @@ def test_lines_logged_by_the_method_carry_the_request_ids(edge, log_lines):
     assert len(opening) == 1
     assert opening[0]["correlation_id"] == "corr-6"
     assert opening[0]["actor"] == "ada"
-    assert opening[0]["command_id"] == "k6"
+    assert opening[0]["idempotency_key"] == "k6"
+    assert opening[0]["command_id"] == scoped_command_id("ada", "POST", "/calls", "k6")
     access = [line for line in log_lines() if line["message"] == "http request"]
     assert access[-1]["status"] == 201 and access[-1]["correlation_id"] == "corr-6"
 
