@@ -275,6 +275,25 @@ def test_a_call_closes_early_only_with_a_reason_and_then_takes_no_application(ca
     assert again.status_code == 409 and again.json()["error"] == "wrong_state"
 
 
+def test_a_closure_sent_in_chunks_keeps_its_reason(calls):
+    """`Transfer-Encoding: chunked` (no Content-Length): the reason is read, not lost."""
+    harness, container, client = calls
+    call_id = client.ok("/calls", call_body(), status=201)["call_id"]
+    client.ok(f"/calls/{call_id}/publish")
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        "Idempotency-Key": "close-in-chunks",
+        "Content-Type": "application/json",
+    }
+    chunks = iter([b'{"reason": ', b'"Resources exhausted"}'])  # requests sends it chunked
+    closed = requests.post(
+        f"{client.base}/calls/{call_id}/close", data=chunks, headers=headers, timeout=10
+    )
+    assert closed.status_code == 200, closed.text
+    event = next(e for e in harness.log(container).read_all() if e.type == "call_closed")
+    assert (event.data["early"], event.data["reason"]) == (True, "Resources exhausted")
+
+
 def test_a_repeated_command_returns_its_first_answer_and_appends_nothing(calls):
     harness, container, client = calls
     call_id = client.ok("/calls", call_body(), status=201, key="draft-1")["call_id"]
