@@ -10,7 +10,8 @@ with `Decimal` and aware UTC `datetime`s. The fields here fix the project's wire
   loads an aware UTC `datetime`, dumps the log's one textual form (`shared.clock.format_ts`).
 - `LocalDate`: a calendar date, `YYYY-MM-DD` and nothing else.
 - Both take only dates in the plausible range, `EARLIEST_DATE` to `LATEST_DATE` (1900-01-01 to
-  2199-12-31; an instant by its UTC day): 0001 or 9999 is a typo, and Bologna's day arithmetic
+  2199-12-31; an instant within those days in any time zone, `EARLIEST_INSTANT` to
+  `LATEST_INSTANT` in UTC): 0001 or 9999 is a typo, and Bologna's day arithmetic
   (`end_of_day`, a window, 80 days after a claim) must never leave Python's calendar (`?as_of=
   9999-12-31` was an OverflowError). A stored payload dumps as stored, whatever its date.
 - `Personal(field)`: marks personal data. `shared.crypto` finds these fields by introspecting the
@@ -38,9 +39,11 @@ from shared.money import JsonFraction, format_money, parse_money
 
 __all__ = [
     "EARLIEST_DATE",
+    "EARLIEST_INSTANT",
     "ERASED",
     "JsonFraction",  # shared.money's, for the HTTP edge, which reads JSON numbers with it
     "LATEST_DATE",
+    "LATEST_INSTANT",
     "LocalDate",
     "Money",
     "Personal",
@@ -66,7 +69,15 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 # (2021-2027, eligible to 2029); narrow enough that a day's arithmetic stays in the calendar.
 EARLIEST_DATE = dt.date(1900, 1, 1)
 LATEST_DATE = dt.date(2199, 12, 31)
+# An instant may be a day either side in UTC: those days begin and end at other UTC times in other
+# zones (Bologna's 1900-01-01 began on 31 December in UTC), and a window's end is the instant
+# that ends its last day.
+EARLIEST_INSTANT = dt.datetime.combine(EARLIEST_DATE - dt.timedelta(days=1), dt.time(), UTC)
+LATEST_INSTANT = dt.datetime.combine(LATEST_DATE + dt.timedelta(days=2), dt.time(), UTC)
 _OUT_OF_RANGE = f"Outside the plausible range, {EARLIEST_DATE} to {LATEST_DATE}."
+_INSTANT_OUT_OF_RANGE = (
+    f"Outside the plausible range, {EARLIEST_DATE} to {LATEST_DATE} (in any time zone)."
+)
 
 
 def _plausible(day: dt.date) -> bool:
@@ -117,14 +128,14 @@ class UtcDateTime(fields.Field[dt.datetime]):
             "A timestamp needs a UTC offset (Z or +01:00): a time without one is ambiguous "
             "and is refused."
         ),
-        "range": _OUT_OF_RANGE,
+        "range": _INSTANT_OUT_OF_RANGE,
     }
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> dt.datetime:
         instant = self._parse(value)
-        if not _plausible(instant.date()):
+        if not EARLIEST_INSTANT <= instant < LATEST_INSTANT:
             raise self.make_error("range")
         return instant
 
