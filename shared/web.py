@@ -20,9 +20,10 @@ endpoint is declared `public=True`. A command also needs an `Idempotency-Key` he
 id (`cmd.id`) is that key scoped to the actor and the endpoint (`scoped_command_id`), bound by the
 store to the digest of the body (the same id with another body is 422), and a second request with
 the same id while the first is being answered is 409. Its JSON body (shared.request_body) is loaded
-with the endpoint's marshmallow schema before the method is called. The correlation id comes from `X-Correlation-Id` or is made up, and is sent back in that
-header on every response. Actor, correlation id and command id go into the worker's context data
-(`worker_ctx.data`, keys below) so that the store stamps them on the events it appends.
+with the endpoint's marshmallow schema before the method is called. The correlation id comes from
+`X-Correlation-Id` or is made up, and is sent back in that header on every response. Actor,
+correlation id and command id go into the worker's context data (`worker_ctx.data`, keys below)
+so that the store stamps them on the events it appends.
 
 Every response is JSON. Errors take their status and body from shared.errors (the one mapping);
 a marshmallow ValidationError is `InvalidInput` (422, each field named); anything unexpected is a
@@ -307,7 +308,7 @@ class LavoroWebServer(WebServer):
 
     def setup(self) -> None:
         self.max_body_bytes = _max_body_bytes(self.container.config)
-        self._running: set[str] = set()
+        self._running = set()
         # Loaded at start so that a malformed or missing tokens file stops the service at once.
         self.tokens = Tokens.from_config(self.container.config)
         if not self.tokens.entries:
@@ -322,9 +323,8 @@ class LavoroWebServer(WebServer):
         if not self._starting:  # type: ignore[has-type]
             self._starting = True
             self._sock = listen(self.bind_addr)
-            self._sock.settimeout(
-                None
-            )  # as nameko: kombu's global socket timeout, celery/kombu#838
+            # As nameko does: kombu may have set a global socket timeout (celery/kombu#838).
+            self._sock.settimeout(None)
             self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
             self._gt = self.container.spawn_managed_thread(self.run)
 
