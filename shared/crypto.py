@@ -374,6 +374,7 @@ def erase_person(
     reason: str | None = None,
     actor: str | None = None,
     command_id: str | None = None,
+    command_digest: str | None = None,
     correlation_id: str | None = None,
     causation_id: str | None = None,
 ) -> AppendResult:
@@ -382,7 +383,9 @@ def erase_person(
     to blank what they hold about the person.
 
     `reason` (the request's reference, never personal data) goes into the event. With a
-    `command_id` seen before, nothing happens again (the log's command idempotency).
+    `command_id` seen before, nothing happens again (the log's command idempotency); seen before
+    with another `command_digest` (another request body), IdempotencyKeyReused and nothing
+    happens either.
     """
     data = (
         {"person_id": person_id} if reason is None else {"person_id": person_id, "reason": reason}
@@ -397,6 +400,7 @@ def erase_person(
                 ANY_VERSION,
                 [NewEvent(PERSON_ERASED, data)],
                 command_id=command_id,
+                command_digest=command_digest,
                 actor=actor,
                 correlation_id=correlation_id,
                 causation_id=causation_id,

@@ -171,6 +171,12 @@ def test_an_operator_erases_a_person_over_http_once(calls):
     [erased] = [e for e in harness.log(container).read_all() if e.type == "person_erased"]
     assert erased.data == {"person_id": person_id, "reason": "GDPR request prot. 2024/118"}
     assert erased.actor == "op-anna"
+    # The same key for another person is another request under a key already taken: refused,
+    # never answered as a repeat of the first erasure while the second person stays readable.
+    other = {"identifier": "VRDLGU70B02A008Y", "reason": "GDPR request prot. 2024/119"}
+    reused = client.post("/persons/erasure", other, key="erase-1")
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
+    assert len([e for e in harness.log(container).read_all() if e.type == "person_erased"]) == 1
 
 
 def test_an_erasure_appended_by_another_process_reaches_the_read_models(calls):
@@ -392,6 +398,13 @@ def test_lavoro_persons_erase_asks_the_running_service(calls, tmp_path):
     assert (
         done.exit_code == 0 and f"calls: person {person_id} is erased" in done.output.splitlines()
     )
-    again = runner.invoke(build(), [*erase, "--person-id", person_id, "--key", "k1"], env=env)
+    again = runner.invoke(
+        build(), [*erase, "--identifier", "RSSMRA80A01A007X", "--key", "k1"], env=env
+    )
     assert again.exit_code == 0 and "already erased by this command" in again.output
+    # The same key with another body (the pseudonym instead of the identifier) is another
+    # request under a key already taken: the service's 422, in one line.
+    other = runner.invoke(build(), [*erase, "--person-id", person_id, "--key", "k1"], env=env)
+    assert other.exit_code == 1 and "answered 422" in other.output
+    assert "Idempotency-Key header: already used" in other.output
     assert client.read(f"/calls/{call_id}/applications/{app_id}")["applicant"] is None
