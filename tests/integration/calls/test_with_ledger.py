@@ -27,8 +27,9 @@ from shared.dlq import dlq_name
 from shared.web import bound_port
 from tests.helpers import wait_for
 from tests.infra import drop_schema, postgres_url
+from tests.kit.http import TOKENS, Client
 from tests.service.calls.harness import CallsHarness, awarded_call, full, person_application
-from tests.service.ledger.client import TOKENS, Client, a_cup, funded
+from tests.service.ledger.builders import a_cup, funded
 
 LINE = "labour_policies"
 
