@@ -3,8 +3,6 @@ with SQLite and PostgreSQL. The service is the probe of test_runner.py."""
 
 from __future__ import annotations
 
-import uuid
-
 import kombu
 import pytest
 import requests
@@ -21,20 +19,15 @@ from shared.records import NewEvent
 from shared.relay import Relay
 from shared.web import LavoroHttp, bound_port
 from tests.helpers import wait_for
-from tests.infra import drop_schema, postgres_url
 from tests.integration.test_runner import free_port, probe_service
+from tests.kit.service import database_of
 
 TOKEN = "observability-test-operator"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        yield {"DATABASE_URL": f"sqlite:///{tmp_path / 'probe.db'}"}
-        return
-    url, schema = postgres_url(), "o_" + uuid.uuid4().hex[:12]
-    yield {"DATABASE_URL": url, "DATABASE_SCHEMA": schema}
-    drop_schema(url, schema)
+@pytest.fixture
+def database(store_url):
+    return database_of(store_url)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,14 @@ def database_of(store_url: tuple[str, str | None]) -> dict[str, str]:
     """The `store_url` fixture's database as a service's configuration."""
     url, schema = store_url
     return {"DATABASE_URL": url, **({"DATABASE_SCHEMA": schema} if schema else {})}
+
+
+def database_url(store_url: tuple[str, str | None]) -> str:
+    """The `store_url` fixture's database as one URL, its schema in it (as the CLI takes it)."""
+    url, schema = store_url
+    if schema:
+        url += "?options=" + urllib.parse.quote(f"-csearch_path={schema}")
+    return url
 
 
 def settings(amqp_uri: str, db: dict[str, str], **config: Any) -> dict[str, Any]:

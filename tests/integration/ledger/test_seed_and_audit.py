@@ -6,7 +6,6 @@ is altered behind the triggers' back."""
 from __future__ import annotations
 
 import json
-import urllib.parse
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from services.ledger import readmodels
 from services.ledger.service import LedgerService
 from shared.cli import app
 from shared.db import disable_append_only, write_transaction
-from tests.kit.service import Running, database_of, without_broker
+from tests.kit.service import Running, database_of, database_url, without_broker
 from tests.service.ledger.builders import record_seed
 
 pytestmark = pytest.mark.integration
@@ -28,13 +27,6 @@ FIGURES = ("programmed", "admitted", "legally_binding", "disbursed")
 def ledger(container_factory, store_url) -> Running:
     """The ledger's HTTP API, no broker, on the test's SQLite or PostgreSQL database."""
     return without_broker(container_factory, LedgerService, database_of(store_url))
-
-
-def cli_env(store_url) -> dict[str, str]:
-    url, schema = store_url
-    if schema:
-        url += "?options=" + urllib.parse.quote(f"-csearch_path={schema}")
-    return {"LEDGER_DATABASE_URL": url}
 
 
 def test_the_seed_reads_back_the_published_figures_and_its_log_verifies(ledger, store_url):
@@ -64,7 +56,7 @@ def test_the_seed_reads_back_the_published_figures_and_its_log_verifies(ledger, 
     assert client.get(f"/projects/{seed.CUP}/progress").json() == progress
 
     runner = CliRunner()
-    env = cli_env(store_url)
+    env = {"LEDGER_DATABASE_URL": database_url(store_url)}
     verified = runner.invoke(app, ["audit", "verify", "--service", "ledger"], env=env)
     head_position, head_hash = log.head()
     assert verified.exit_code == 0, verified.output
