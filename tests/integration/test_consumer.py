@@ -379,9 +379,16 @@ def test_a_handler_gets_the_payload_its_contract_loads_and_a_broken_one_is_parke
     broken = a_body("thing-1", data={"n": -3})  # breaks the contract: parked, never retried
     unknown = {**a_body("thing-2"), "schema_version": 2}  # no contract for v2
     good = a_body("thing-3", data={"n": 7})
-    harness.publish(SOURCE, broken, unknown, good)
     stats = consumer_stats(container)
-    wait_for(lambda: stats["broken_contract"] == 2 and stats["handled"] == 1, message="parked")
+    # One parked before the next arrives: their streams run in parallel, and the letters below
+    # are read in the order they were parked.
+    harness.publish(SOURCE, broken)
+    wait_for(lambda: stats["parked"] == 1, message="the broken payload parked")
+    harness.publish(SOURCE, unknown, good)
+    wait_for(
+        lambda: stats["broken_contract"] == 2 and stats["parked"] == 2 and stats["handled"] == 1,
+        message="parked",
+    )
 
     assert [(event.id, message) for event, message in received] == [(good["id"], {"n": 7})]
     assert stats["retries"] == 0
