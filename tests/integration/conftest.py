@@ -13,7 +13,11 @@ from tests.kit.broker import Harness
 
 
 @pytest.fixture
-def harness(amqp_uri, unique) -> Iterator[Harness]:
+def harness(request, amqp_uri, unique) -> Iterator[Harness]:
+    # The test's databases first, so that they are dropped only once its services have stopped.
+    for databases in ("store_url", "databases"):
+        if databases in request.fixturenames:
+            request.getfixturevalue(databases)
     harness = Harness(amqp_uri, unique)
     yield harness
     harness.close()
