@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import urllib.parse
 
 import eventlet
 import kombu
@@ -29,18 +28,11 @@ from shared.records import NewEvent
 from shared.web import bound_port
 from tests.helpers import wait_for
 from tests.integration.test_runner import notes, notes_projection
+from tests.kit.service import database_url
 
 runner = CliRunner()
 TOKEN = "cli-ops-operator"
 PROBE = "tests.integration.test_runner:Probe"
-
-
-def database_url(store_url) -> str:
-    """The URL a service (and the CLI) would be configured with: the schema in the URL."""
-    url, schema = store_url
-    if schema:
-        url += "?options=" + urllib.parse.quote(f"-csearch_path={schema}")
-    return url
 
 
 def cli_env(name: str, url: str, port: int = 1, **more: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ per service on the real server; and the image's entrypoint command starts a serv
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -25,12 +24,11 @@ import sqlalchemy as sa
 import yaml
 from kombu.utils.url import parse_url
 from nameko.containers import ServiceContainer
-from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 
 from shared import services
 from shared.broker import broker_user, source_users
 from shared.config import http_address
-from shared.consumer import HandlesEntrypoint, queue_name
+from shared.consumer import queue_name
 from shared.db import ROOT, default_url, make_engine, migrate
 from shared.eventlog import EventLog
 from shared.records import NewEvent
@@ -39,6 +37,7 @@ from shared.web import bound_port
 from tests.helpers import wait_for
 from tests.infra import postgres_url
 from tests.integration.test_runner import free_port, probe_env, probe_service
+from tests.kit.service import handled_sources
 
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
@@ -150,7 +149,7 @@ def test_every_compose_service_is_a_registered_service_with_the_variables_the_co
         # each source it consumes accepted only from that source's own user.
         broker = urllib.parse.urlparse(PLACEHOLDER.sub("secret", environment["AMQP_URI"]))
         assert (broker.username, broker.path) == (name, "/lavoro")
-        sources = _handled_sources(spec.load())
+        sources = handled_sources(spec.load())
         assert source_users({}, env=environment) == {source: source for source in sources}
         # A service that seals personal data gets its own KEK from deploy/.env, nobody else.
         seals = bool(getattr(spec.load().store.contracts, "persons", None))
@@ -371,15 +370,6 @@ def test_a_service_user_has_exactly_the_permissions_its_service_needs(broker_def
     conn.collect()
 
 
-def _handled_sources(cls: type) -> set[str]:
-    sources = set()
-    for _, member in inspect.getmembers(cls):
-        for entrypoint in getattr(member, ENTRYPOINT_EXTENSIONS_ATTR, ()):
-            if isinstance(entrypoint, HandlesEntrypoint):
-                sources.add(entrypoint.source)
-    return sources
-
-
 def test_the_definitions_give_each_service_what_its_code_consumes():
     document = json.loads((DEPLOY / "rabbitmq" / "definitions.json").read_text())
     permissions = {p["user"]: p for p in document["permissions"] if p["vhost"] == "lavoro"}
@@ -397,7 +387,7 @@ def test_the_definitions_give_each_service_what_its_code_consumes():
         )
         if not spec.exists():
             continue
-        for source in _handled_sources(spec.load()):
+        for source in handled_sources(spec.load()):
             queue = queue_name(name, source)
             assert re.match(granted["configure"], queue) and re.match(granted["read"], queue)
             assert re.match(granted["read"], f"{source}.events"), f"{name} consumes {source}"

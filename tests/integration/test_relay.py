@@ -23,7 +23,7 @@ from shared.eventlog import EventLog
 from shared.leader import leader_lock
 from shared.records import NewEvent
 from shared.relay import PUBLIC_EXCHANGE, PublishRejected, Relay, RelayExtension
-from tests.helpers import wait_for
+from tests.helpers import rabbitmq_connection_pids, wait_for
 
 
 def ev(type_="thing_happened", **data):
@@ -209,19 +209,6 @@ def test_a_nack_keeps_the_checkpoint_and_the_next_pass_delivers_the_rest(
     assert relay.checkpoint() == 5
 
 
-def rabbitmq_connection_pid(connection_name):
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (pid,) = [
-        line.split("\t")[0] for line in listing.splitlines() if f'"{connection_name}"' in line
-    ]
-    return pid
-
-
 def test_a_killed_broker_connection_loses_nothing_and_keeps_each_stream_in_order(
     log, amqp_uri, unique, broker, relays
 ):
@@ -231,7 +218,7 @@ def test_a_killed_broker_connection_loses_nothing_and_keeps_each_stream_in_order
     relay.start()
     log.append("s-0", 0, [ev(n=0)])
     wait_for(lambda: relay.checkpoint() == 1, 5, "the first event published")
-    pid = rabbitmq_connection_pid(relay.connection_name)
+    (pid,) = rabbitmq_connection_pids(relay.connection_name)
 
     killed = threading.Event()
 
