@@ -52,13 +52,12 @@ from shared.db import default_url, is_sqlite, make_engine, migrate
 from shared.eventlog import (
     AppendResult,
     EventLog,
-    NewEvent,
     RecordedEvent,
     Transaction,
     Upcasters,
 )
 from shared.kek import KEK_FILE_KEY, KEK_KEY, KekConfigError, Keyring
-from shared.records import Aggregate, IncomingEvent, Loaded
+from shared.records import Aggregate, Events, IncomingEvent, Loaded, NewEvent
 from shared.stream_locks import stream_locks
 
 S = TypeVar("S")
@@ -107,12 +106,7 @@ class Writer:
         self._request = request or _Request()
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, *, command_id: str | None = None
     ) -> AppendResult:
         if self._sealer is not None:
             events = [self._sealer.seal(event, self._tx.conn) for event in events]
@@ -211,12 +205,7 @@ class Store:
         return load_aggregate(self._log, aggregate, stream)
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, *, command_id: str | None = None
     ) -> AppendResult:
         """Append to one stream (ConcurrencyError if it moved on; a repeated command id appends
         nothing and returns the first result)."""

@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -28,7 +28,7 @@ from shared.chain import Anchor, chain_digest, envelope_text, walk
 from shared.clock import UTC, Clock, SystemClock, as_utc, format_ts
 from shared.db import is_sqlite, write_transaction
 from shared.errors import ConcurrencyError, IdempotencyKeyReused
-from shared.records import AppendResult, NewEvent, RecordedEvent
+from shared.records import AppendResult, Events, RecordedEvent
 
 ANY_VERSION = -1  # expected_version meaning "whatever the stream is at"
 
@@ -49,6 +49,17 @@ class Projector(Protocol):
     def apply(self, conn: Connection, events: list[RecordedEvent]) -> None: ...
 
 
+class Stamp(TypedDict, total=False):
+    """What an append records beside its events: the command it runs (its id, and the digest of
+    the request that asked for it) and who and what caused it."""
+
+    command_id: str | None
+    command_digest: str | None
+    actor: str | None
+    correlation_id: str | None
+    causation_id: str | None
+
+
 class Transaction:
     """The handle a unit of work appends through; see `EventLog.transaction`."""
 
@@ -59,28 +70,10 @@ class Transaction:
         self._command_id: str | None = None  # the command this transaction records, if any
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
-        command_digest: str | None = None,
-        actor: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, **stamp: Unpack[Stamp]
     ) -> AppendResult:
-        result = self.log._append(
-            self.conn,
-            stream,
-            expected_version,
-            events,
-            command_id,
-            command_digest,
-            actor,
-            correlation_id,
-            causation_id,
-        )
+        result = self.log._append(self.conn, stream, expected_version, events, Stamp(**stamp))
+        command_id = stamp.get("command_id")
         if not result.duplicate and result.events:
             if command_id is not None:
                 self._command_id = command_id
@@ -266,16 +259,7 @@ class EventLog:
             self._notify(tx.recorded[-1].position)
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
-        command_digest: str | None = None,
-        actor: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, **stamp: Unpack[Stamp]
     ) -> AppendResult:
         """Append `events` to `stream` if it is at `expected_version` (0: new; ANY_VERSION: any).
 
@@ -286,16 +270,7 @@ class EventLog:
         transaction.
         """
         with self.transaction() as tx:
-            return tx.append(
-                stream,
-                expected_version,
-                events,
-                command_id=command_id,
-                command_digest=command_digest,
-                actor=actor,
-                correlation_id=correlation_id,
-                causation_id=causation_id,
-            )
+            return tx.append(stream, expected_version, events, **stamp)
 
     def _notify(self, position: int) -> None:
         with self._listeners_lock:
@@ -304,17 +279,11 @@ class EventLog:
             listener(position)
 
     def _append(
-        self,
-        conn: Connection,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        command_id: str | None,
-        command_digest: str | None,
-        actor: str | None,
-        correlation_id: str | None,
-        causation_id: str | None,
+        self, conn: Connection, stream: str, expected_version: int, events: Events, stamp: Stamp
     ) -> AppendResult:
+        command_id, command_digest = stamp.get("command_id"), stamp.get("command_digest")
+        actor, correlation_id = stamp.get("actor"), stamp.get("correlation_id")
+        causation_id = stamp.get("causation_id")
         sql = self._sql
         # The DBAPI cursor of the transaction's own connection: same transaction, none of
         # SQLAlchemy's per-statement cost on the hottest path.

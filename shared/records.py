@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from shared.canonical import canonical
@@ -46,6 +46,10 @@ class NewEvent:
 
 # Not frozen: the log builds one per row read, and a frozen dataclass is several times slower to
 # construct (replays read hundreds of thousands).
+
+Events = Sequence[NewEvent]  # what one append adds to one stream, in order
+
+
 @dataclasses.dataclass(slots=True)
 class RecordedEvent:
     position: int

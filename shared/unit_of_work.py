@@ -44,7 +44,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from shared.errors import ConcurrencyError
-from shared.records import Aggregate, AppendResult, Loaded, NewEvent, RecordedEvent
+from shared.records import Aggregate, AppendResult, Events, Loaded, NewEvent, RecordedEvent
 
 S = TypeVar("S")
 Decision = Mapping[str, Sequence[NewEvent]]
@@ -56,12 +56,7 @@ _log = structlog.get_logger("lavoro.unit_of_work")
 
 class Writer(Protocol):
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, *, command_id: str | None = None
     ) -> AppendResult: ...
 
 
