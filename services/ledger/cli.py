@@ -11,16 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.cli.common import cli_errors, echo_json, new_console
+from shared.cli.common import cli_errors, command_group, echo_json, new_console
 from shared.client import api
 
 from .demo import CUP, progress_table
 
-app = typer.Typer(
-    help="The programme's books, read from the running ledger service.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
+app = command_group("The programme's books, read from the running ledger service.")
 
 
 def read_progress(

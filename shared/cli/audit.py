@@ -13,17 +13,14 @@ from shared.cli.common import (
     CliError,
     NoDatabase,
     cli_errors,
+    command_group,
     disposing,
     echo_json,
     named_specs,
     open_log,
 )
 
-app = typer.Typer(
-    help="Verify and export services' hash-chained event logs.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
+app = command_group("Verify and export services' hash-chained event logs.")
 
 
 @app.command("verify")

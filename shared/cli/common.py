@@ -29,6 +29,11 @@ from shared.ports import PortInUse
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def command_group(help: str) -> typer.Typer:
+    """A group of `lavoro` commands (`lavoro <group> ...`), the same way for every group."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode="markdown")
+
+
 class CliError(Exception):
     """Ends a command with its message on one line and exit code 1."""
 

@@ -12,6 +12,7 @@ from shared import dlq, services
 from shared.cli.common import (
     NoDatabase,
     cli_errors,
+    command_group,
     disposing,
     echo_json,
     first_line,
@@ -19,11 +20,7 @@ from shared.cli.common import (
     open_engine,
 )
 
-app = typer.Typer(
-    help="Dead letters: events a service could not handle, parked per stream.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
+app = command_group("Dead letters: events a service could not handle, parked per stream.")
 
 
 def _letter_json(service: str, letter: dlq.DeadLetter) -> dict[str, Any]:

@@ -8,11 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from shared import services
-from shared.cli.common import CliError, NoDatabase, cli_errors, open_engine
+from shared.cli.common import CliError, NoDatabase, cli_errors, command_group, open_engine
 
-app = typer.Typer(
-    help="Follow the events services append.", no_args_is_help=True, rich_markup_mode="markdown"
-)
+app = command_group("Follow the events services append.")
 
 
 def _event_line(service: str, event: Any, width: int = 100) -> str:

@@ -8,13 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.cli.common import CliError, NoDatabase, cli_errors, disposing, echo_json, named_specs
-
-app = typer.Typer(
-    help="Key-encryption keys of personal data: make one, rotate to a new one.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
+from shared.cli.common import (
+    CliError,
+    NoDatabase,
+    cli_errors,
+    command_group,
+    disposing,
+    echo_json,
+    named_specs,
 )
+
+app = command_group("Key-encryption keys of personal data: make one, rotate to a new one.")
 
 KekFile = Annotated[Path, typer.Option(exists=True, dir_okay=False, help="a file holding a KEK")]
 

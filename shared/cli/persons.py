@@ -7,14 +7,10 @@ import uuid
 
 import typer
 
-from shared.cli.common import CliError, cli_errors, echo_json
+from shared.cli.common import CliError, cli_errors, command_group, echo_json
 from shared.client import api
 
-app = typer.Typer(
-    help="Persons' data: erasure (GDPR art. 17).",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
+app = command_group("Persons' data: erasure (GDPR art. 17).")
 
 
 @app.command("erase")

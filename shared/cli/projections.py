@@ -8,11 +8,9 @@ import typer
 from rich.console import Console
 
 from shared import services
-from shared.cli.common import CliError, cli_errors, disposing, echo_json, open_engine
+from shared.cli.common import CliError, cli_errors, command_group, disposing, echo_json, open_engine
 
-app = typer.Typer(
-    help="A service's read models.", no_args_is_help=True, rich_markup_mode="markdown"
-)
+app = command_group("A service's read models.")
 
 
 @app.command("rebuild")

@@ -10,15 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.cli.common import CliError, cli_errors, echo_json
+from shared.cli.common import CliError, cli_errors, command_group, echo_json
 
 TokensFileOption = Annotated[
     Path | None, typer.Option(help="the tokens file (default: LAVORO_TOKENS_FILE, var/tokens.json)")
 ]
 
-app = typer.Typer(
-    help="Bearer tokens for the HTTP APIs.", no_args_is_help=True, rich_markup_mode="markdown"
-)
+app = command_group("Bearer tokens for the HTTP APIs.")
 
 
 def _tokens_path(file: Path | None) -> Path:
