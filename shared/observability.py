@@ -27,9 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import amqp
 import sqlalchemy as sa
-from kombu.utils.url import parse_url
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -38,6 +36,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from shared import failover
 from shared import tables as t
 from shared.chain import GENESIS
 from shared.consumer import consumer_stats
@@ -164,24 +163,19 @@ def fetch_health(address: str, timeout: float = 3.0) -> tuple[str, dict[str, Any
 
 
 def broker_answers(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> str | None:
-    """None if the broker accepts a connection (and our credentials), else why not."""
-    parts = parse_url(amqp_uri)
-    secure = parts["transport"] == "amqps"
-    conn = amqp.Connection(
-        host=f"{parts['hostname'] or 'localhost'}:{parts['port'] or (5671 if secure else 5672)}",
-        userid=parts["userid"] or "guest",
-        password=parts["password"] or "guest",
-        virtual_host=parts["virtual_host"] or "/",
-        ssl=secure,
-        connect_timeout=timeout,
-        client_properties={"connection_name": "lavoro-health"},
-    )
+    """None if the broker accepts a connection (and our credentials), else why not. With
+    several nodes in `amqp_uri` (a cluster), one that accepts is enough: the service's
+    connections fail over to it."""
     try:
-        conn.connect()
-    except (OSError, amqp.exceptions.AMQPError) as exc:
-        return f"{type(exc).__name__}: {exc}".strip()
-    finally:
-        conn.collect()
+        conn, _node = failover.connect(
+            amqp_uri,
+            connect_timeout=timeout,
+            client_properties={"connection_name": "lavoro-health"},
+        )
+    except failover.CONNECT_ERRORS as exc:
+        notes = " (" + "; ".join(exc.__notes__) + ")" if getattr(exc, "__notes__", None) else ""
+        return f"{type(exc).__name__}: {exc}".strip() + notes
+    conn.collect()
     return None
 
 

@@ -40,12 +40,12 @@ import sqlalchemy as sa
 import structlog
 from cloudevents.core.bindings.rabbitmq import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
-from kombu.utils.url import parse_url
 from marshmallow import Schema
 from nameko.extensions import DependencyProvider
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from shared import failover
 from shared import tables as t
 from shared.clock import UTC
 from shared.db import is_sqlite, write_transaction
@@ -122,6 +122,7 @@ class Relay:
         )
         self._conn: amqp.Connection | None = None
         self._channel: Any = None
+        self._node = 0  # which of AMQP_URI's nodes the relay connects to first
         self._next_tag = 1
         self._unconfirmed: set[int] = set()
         self._nacked: set[int] = set()
@@ -429,18 +430,13 @@ class Relay:
     # -- broker connection -------------------------------------------------------------------
 
     def _connect(self) -> None:
-        parts = parse_url(self.amqp_uri)
-        secure = parts["transport"] == "amqps"
-        conn = amqp.Connection(
-            host=f"{parts['hostname'] or 'localhost'}:{parts['port'] or (5671 if secure else 5672)}",
-            userid=parts["userid"] or "guest",
-            password=parts["password"] or "guest",
-            virtual_host=parts["virtual_host"] or "/",
-            ssl=secure,
+        # AMQP_URI may list a cluster's nodes: start with the one that served last.
+        conn, self._node = failover.connect(
+            self.amqp_uri,
+            first=self._node,
             connect_timeout=10,
             client_properties={"connection_name": self.connection_name},
         )
-        conn.connect()
         try:
             channel = conn.channel()
             # Exactly nameko's event exchange (nameko.standalone.events.get_event_exchange): a
@@ -459,7 +455,11 @@ class Relay:
         self._conn, self._channel = conn, channel
         self._next_tag = 1  # delivery tags count from 1 on every channel put in confirm mode
         self._unconfirmed, self._nacked = set(), set()
-        self._logger.info("relay.connected", connection_name=self.connection_name)
+        self._logger.info(
+            "relay.connected",
+            connection_name=self.connection_name,
+            node=failover.describe(failover.nodes(self.amqp_uri)[self._node]),
+        )
 
     def _disconnect(self, *, polite: bool) -> None:
         conn, self._conn, self._channel = self._conn, None, None

@@ -44,8 +44,7 @@ def run(
 
     Example: lavoro run
     """
-    from kombu.utils.url import sanitize_url
-
+    from shared import failover
     from shared.config import amqp_uri, log_format
     from shared.observability import broker_answers, local_url
     from shared.runner import WEB_SERVER_KEY, Supervisor, ensure_dev_tokens, service_settings
@@ -55,7 +54,7 @@ def run(
     uri = amqp_uri()
     refused = broker_answers(uri, timeout=3.0)
     if refused is not None:
-        fail(f"RabbitMQ does not answer at {sanitize_url(uri)} ({refused}): {BROKER_HELP}")
+        fail(f"RabbitMQ does not answer at {failover.describe(uri)} ({refused}): {BROKER_HELP}")
     specs = services.available()
     if not specs:
         typer.echo("no service is built yet: nothing to start (see shared/services.py)")
