@@ -2,19 +2,29 @@
 
 Tokens come from configuration, never from code:
 - a tokens file (config/env `LAVORO_TOKENS_FILE`, default `var/tokens.json`) holding only the
-  SHA-256 of each token: `{"tokens": [{"token_sha256": hex, "subject": "...", "role": "..."}]}`,
-  written by `issue_token` (which prints the token once and keeps only its hash);
-- `LAVORO_TOKENS` (`subject:role:token,...`) for tests and development, hashed on load.
+  SHA-256 of each token: `{"tokens": [{"token_sha256": hex, "subject": "...", "role": "...",
+  "expires_at": "2027-01-01T00:00:00Z"}]}` (`expires_at` optional), written by `issue_token`
+  (which prints the token once and keeps only its hash);
+- `LAVORO_TOKENS` (`subject:role:token[:expires=<RFC 3339>],...`) for tests and development,
+  hashed on load.
 
 A stolen copy of the file does not reveal a token. Presented tokens are hashed and compared with
-`hmac.compare_digest` against every entry, so timing does not tell how close a guess was.
+`hmac.compare_digest` against every entry, so timing does not tell how close a guess was. A token
+at or past its `expires_at` answers 401 like an unknown one.
+
+The file is re-read when it changes. A malformed file at start stops the service; one that turns
+malformed later is logged (its path and what is wrong, never a token or a hash) and the last good
+tokens stay in force, so requests keep their answers; `Tokens.problem` says what is wrong until
+the file reads again, and `/health` reports it (degraded).
 
 Roles: `operator` runs commands and reads; `auditor` reads and audits, and may not change anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -25,12 +35,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shared.clock import SystemClock, format_ts
+import structlog
+
+from shared.clock import Clock, SystemClock, format_ts, parse_ts
 from shared.db import ROOT
 from shared.errors import Forbidden, Unauthorized
 
 TOKENS_FILE_KEY = "LAVORO_TOKENS_FILE"
 TOKENS_KEY = "LAVORO_TOKENS"
+EXPIRES = ":expires="  # the suffix of an inline token that expires
+_log = structlog.get_logger("lavoro.auth")
 
 READ = "read"
 COMMAND = "command"
@@ -68,6 +82,10 @@ class TokenEntry:
     token_sha256: str
     subject: str
     role: str
+    expires_at: dt.datetime | None = None  # refused from this instant on
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
 
 def hash_token(token: str) -> str:
@@ -88,6 +106,17 @@ def _check_entry(subject: Any, role: Any, where: str) -> None:
         raise TokenConfigError(f"{where}: role {role!r} is not one of {', '.join(sorted(ROLES))}")
 
 
+def _expiry(value: Any, where: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return parse_ts(value)
+    raise TokenConfigError(
+        f"{where}: expires_at must be an RFC 3339 time with an offset, e.g. 2027-01-01T00:00:00Z"
+    )
+
+
 def read_tokens_file(path: Path | str) -> list[TokenEntry]:
     """The entries of a tokens file; TokenConfigError naming the file and entry if malformed."""
     path = Path(path)
@@ -106,12 +135,14 @@ def read_tokens_file(path: Path | str) -> list[TokenEntry]:
         if not isinstance(digest, str) or not _HEX64.match(digest):
             raise TokenConfigError(f"{where}: token_sha256 must be 64 lowercase hex digits")
         _check_entry(item.get("subject"), item.get("role"), where)
-        entries.append(TokenEntry(digest, item["subject"], item["role"]))
+        expires_at = _expiry(item.get("expires_at"), where)
+        entries.append(TokenEntry(digest, item["subject"], item["role"], expires_at))
     return entries
 
 
 def parse_inline_tokens(text: str) -> list[TokenEntry]:
-    """`subject:role:token,...` (the token itself may contain `:`), hashed at once."""
+    """`subject:role:token[:expires=<RFC 3339>],...` (the token itself may contain `:`), hashed
+    at once."""
     entries = []
     for index, item in enumerate(part.strip() for part in text.split(",")):
         if not item:
@@ -119,15 +150,22 @@ def parse_inline_tokens(text: str) -> list[TokenEntry]:
         where = f"{TOKENS_KEY} item {index + 1}"
         subject, _, rest = item.partition(":")
         role, _, token = rest.partition(":")
+        expires_at = None
+        if EXPIRES in token:
+            token, _, expiry = token.rpartition(EXPIRES)
+            expires_at = _expiry(expiry, where)
         if not token:
-            raise TokenConfigError(f"{where}: expected subject:role:token")
+            raise TokenConfigError(f"{where}: expected subject:role:token[:expires=<time>]")
         _check_entry(subject, role, where)
-        entries.append(TokenEntry(hash_token(token), subject, role))
+        entries.append(TokenEntry(hash_token(token), subject, role, expires_at))
     return entries
 
 
-def issue_token(path: Path | str, subject: str, role: str) -> str:
-    """Create a token for `subject` with `role`, add its hash to the file, and return the token.
+def issue_token(
+    path: Path | str, subject: str, role: str, *, expires_at: dt.datetime | None = None
+) -> str:
+    """Create a token for `subject` with `role` (refused from `expires_at` on, if given), add its
+    hash to the file, and return the token.
 
     The token is shown only here: the file keeps its SHA-256. The file is replaced atomically and
     readable by its owner only.
@@ -139,15 +177,16 @@ def issue_token(path: Path | str, subject: str, role: str) -> str:
         read_tokens_file(path)  # refuse to extend a file we could not read back
         entries = json.loads(path.read_text(encoding="utf-8"))["tokens"]
     token = secrets.token_urlsafe(32)
-    entries.append(
-        {
-            "token_sha256": hash_token(token),
-            "subject": subject,
-            "role": role,
-            "issued_at": format_ts(SystemClock().now()),
-        }
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "token_sha256": hash_token(token),
+        "subject": subject,
+        "role": role,
+        "issued_at": format_ts(SystemClock().now()),
+    }
+    if expires_at is not None:
+        entry["expires_at"] = format_ts(expires_at)
+    entries.append(entry)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -159,7 +198,9 @@ def issue_token(path: Path | str, subject: str, role: str) -> str:
 
 class Tokens:
     """The tokens a service accepts: its file (re-read when it changes, so a revoked token stops
-    working without a restart) plus the inline `LAVORO_TOKENS`."""
+    working without a restart) plus the inline `LAVORO_TOKENS`. A file malformed at start raises
+    TokenConfigError; one that turns malformed later leaves the last good tokens in force and
+    sets `problem` (see the module docstring)."""
 
     def __init__(
         self,
@@ -167,14 +208,17 @@ class Tokens:
         inline: Iterable[TokenEntry] = (),
         *,
         required: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         self.path = Path(path) if path else None
+        self.clock = clock or SystemClock()
+        self._problem: str | None = None
         self._inline = list(inline)
         self._file_entries: list[TokenEntry] = []
         self._file_stamp: tuple[int, int] | None = None
         if self.path is not None and required and not self.path.exists():
             raise TokenConfigError(f"{TOKENS_FILE_KEY} names {self.path}, which does not exist")
-        self._refresh()
+        self._refresh(at_start=True)
 
     @classmethod
     def from_config(
@@ -190,18 +234,39 @@ class Tokens:
             named or default_tokens_file(), parse_inline_tokens(inline), required=bool(named)
         )
 
-    def _refresh(self) -> None:
+    def _refresh(self, *, at_start: bool = False) -> None:
         if self.path is None:
             return
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            self._file_entries, self._file_stamp = [], None
+            self._file_entries, self._file_stamp, self._problem = [], None, None
             return
         stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._file_stamp:
-            self._file_entries = read_tokens_file(self.path)
-            self._file_stamp = stamp
+        if stamp == self._file_stamp:
+            return
+        self._file_stamp = stamp  # a broken file is read (and logged) once, not per request
+        try:
+            entries = read_tokens_file(self.path)
+        except TokenConfigError as exc:
+            if at_start:
+                raise
+            self._problem = str(exc)
+            _log.error(
+                "tokens file unreadable: the last good tokens stay in force",
+                problem=self._problem,
+                tokens=len(self._file_entries),
+            )
+            return
+        if self._problem is not None:
+            _log.info("tokens file readable again", tokens_file=str(self.path))
+        self._file_entries, self._problem = entries, None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the file could not be read again (the last good tokens are in force), or None."""
+        self._refresh()
+        return self._problem
 
     @property
     def entries(self) -> list[TokenEntry]:
@@ -220,6 +285,8 @@ class Tokens:
                 found = entry
         if found is None:
             raise Unauthorized("unknown bearer token")
+        if found.expired(self.clock.now()):
+            raise Unauthorized("bearer token expired")
         return Principal(found.subject, found.role)
 
 

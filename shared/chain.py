@@ -12,20 +12,28 @@
 - The event at position 1 has `prev_hash` = 64 zeros (`GENESIS`); every later event's `prev_hash`
   is the `hash` of the event before it. Positions are 1, 2, 3 … without gaps.
 
+`walk` verifies a log against the rule, its head row, its checkpoints and an anchor (a head
+published earlier), and names the first position that breaks with the reasons docs/audit.md
+lists, in the order its checks run.
+
 Standard library, `rfc8785` and `shared.canonical` only: an auditor can read this module alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import re
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring as _encode_string  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, Protocol
 
 from shared.canonical import canonical
 from shared.clock import format_ts
 
 GENESIS = "0" * 64
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def envelope_of(
@@ -100,3 +108,98 @@ def chain_digest(prev_hash: str, envelope_json: str) -> str:
 def chain_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
     """SHA-256(ASCII(prev_hash) ‖ JCS(envelope)), lowercase hex."""
     return chain_digest(prev_hash, canonical(envelope))
+
+
+# -- verifying a log -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Anchor:
+    """A head published earlier (`position:hash`, as `lavoro audit verify` prints it)."""
+
+    position: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        position, _, digest = text.strip().partition(":")
+        if not position.isdigit() or int(position) < 1 or not _HEX64.match(digest):
+            raise ValueError(f"an anchor is <position>:<64 hex digits>, not {text!r}")
+        return cls(int(position), digest)
+
+
+@dataclasses.dataclass(frozen=True)
+class Break:
+    """The first position where a log stops being what its chain, head and anchor say."""
+
+    position: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Walk:
+    """What `walk` found: the first break (None if none), the events that verified before it,
+    and the hash of the last of those."""
+
+    broken: Break | None
+    checked: int
+    last_hash: str
+
+
+class Chained(Protocol):
+    """An event as verification reads it (shared.records.RecordedEvent is one)."""
+
+    position: int
+    prev_hash: str
+    hash: str
+
+    def envelope(self) -> dict[str, Any]: ...
+
+
+def walk(
+    events: Iterable[Chained],
+    *,
+    head: tuple[int, str] | None = None,
+    checkpoints: Mapping[str, int] | None = None,
+    anchor: Anchor | None = None,
+) -> Walk:
+    """Verify `events` (in position order) against the rule, and against the log's `head`
+    (position, hash), its `checkpoints` (name -> position) and an `anchor`, if given.
+
+    At each position, in this order: it is the next one; it is not beyond the head; its hash is
+    the rule's hash of its own prev_hash and envelope; its prev_hash is the hash before it; it
+    agrees with the anchor. After the last event: the head names it; no checkpoint, and not the
+    anchor, is beyond it. docs/audit.md says what each kind of tampering gives."""
+    prev, expected = GENESIS, 1
+
+    def broken(position: int, reason: str) -> Walk:
+        return Walk(Break(position, reason), expected - 1, prev)
+
+    for event in events:
+        if event.position != expected:
+            return broken(expected, f"position {expected} is missing")
+        if head is not None and expected > head[0]:
+            return broken(expected, f"position {expected} is beyond the head ({head[0]})")
+        if chain_hash(event.prev_hash, event.envelope()) != event.hash:
+            return broken(expected, "hash does not match the event's content")
+        if event.prev_hash != prev:
+            return broken(expected, f"prev_hash does not match the hash of position {expected - 1}")
+        if anchor is not None and anchor.position == expected and anchor.hash != event.hash:
+            return broken(expected, f"the hash at position {expected} does not match the anchor")
+        prev, expected = event.hash, expected + 1
+    last = expected - 1
+    if head is not None and head[0] > last:
+        return broken(expected, f"position {expected} is missing (the head is at {head[0]})")
+    if head is not None and head[1] != prev:
+        return broken(last, f"the head hash does not match the event at position {last}")
+    ahead = {name: at for name, at in (checkpoints or {}).items() if at > last}
+    if ahead:
+        name = max(ahead, key=ahead.__getitem__)
+        return broken(
+            expected, f"position {expected} is missing (the {name} checkpoint is at {ahead[name]})"
+        )
+    if anchor is not None and anchor.position > last:
+        return broken(
+            expected, f"position {expected} is missing (the anchor is at {anchor.position})"
+        )
+    return Walk(None, last, prev)

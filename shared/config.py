@@ -5,9 +5,12 @@ works on one machine.
 |---|---|---|
 | broker | `AMQP_URI` | `amqp://guest:guest@localhost:5672/` |
 | database | `<SERVICE>_DATABASE_URL` | a SQLite file per service under `var/` |
-| HTTP bind address | `<SERVICE>_HTTP` (`[host:]port`) | `0.0.0.0:` the service's port below |
+| HTTP bind address | `<SERVICE>_HTTP` (`[host:]port`) | `127.0.0.1:` the service's port below |
 | workers per process | `<SERVICE>_MAX_WORKERS`, then `LAVORO_MAX_WORKERS` | 10 |
 | API tokens | `LAVORO_TOKENS_FILE`, `LAVORO_TOKENS` | `var/tokens.json` (see shared.auth) |
+| who may publish a source's events | `LAVORO_SOURCE_USERS` (`calls=calls,...`) | unset: anyone (see shared.broker) |
+| key-encryption key of personal data | `LAVORO_KEK_FILE` or `LAVORO_KEK` (and `..._PREVIOUS...` while rotating) | none; `lavoro run` makes `var/kek` (see shared.kek) |
+| largest request body | `LAVORO_MAX_BODY_BYTES` | 1048576 (1 MiB; larger is 413) |
 | log level | `LOG_LEVEL` | `INFO` |
 | log format | `LOG_FORMAT`: `json` or `console` | `console` on a terminal, else `json` |
 
@@ -43,6 +46,7 @@ SERVICE_NAME_KEY = "SERVICE_NAME"
 LOG_LEVEL_KEY = "LOG_LEVEL"
 LOG_FORMAT_KEY = "LOG_FORMAT"
 LOG_FORMATS = ("json", "console")  # as shared.logs renders them
+MAX_BODY_BYTES_KEY = "LAVORO_MAX_BODY_BYTES"  # read by shared.web
 
 # One port per service so that all five can run on one machine without a proxy; the registry
 # (shared/services.py) is where a service and its port are declared, once.
@@ -98,7 +102,8 @@ def amqp_uri(env: Mapping[str, str] | None = None) -> str:
 
 
 def http_address(service: str, env: Mapping[str, str] | None = None) -> str:
-    """`<SERVICE>_HTTP` (`[host:]port`), else all interfaces on the service's own port."""
+    """`<SERVICE>_HTTP` (`[host:]port`), else this machine only (127.0.0.1) on the service's own
+    port: a container that must be reached from elsewhere says 0.0.0.0 (deploy/compose.yaml)."""
     env = os.environ if env is None else env
     name = _env_name(service, "HTTP")
     value = env.get(name)
@@ -113,7 +118,7 @@ def http_address(service: str, env: Mapping[str, str] | None = None) -> str:
             f"service {service!r} has no default HTTP port (known: {', '.join(HTTP_PORTS)}); "
             f"set {name}"
         )
-    return f"0.0.0.0:{HTTP_PORTS[service]}"
+    return f"127.0.0.1:{HTTP_PORTS[service]}"
 
 
 def log_format(env: Mapping[str, str] | None = None) -> str | None:
@@ -155,7 +160,7 @@ def service_config(service: str, path: Path | str | None = None) -> dict[str, An
         LOG_LEVEL_KEY: os.environ.get(LOG_LEVEL_KEY, "INFO"),
         LOG_FORMAT_KEY: log_format(),
     }
-    for key in (TOKENS_FILE_KEY, TOKENS_KEY):
+    for key in (TOKENS_FILE_KEY, TOKENS_KEY, MAX_BODY_BYTES_KEY):
         if os.environ.get(key):
             config[key] = os.environ[key]
     source = Path(path) if path else ROOT / "services" / service / "config.yaml"

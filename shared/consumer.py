@@ -17,13 +17,18 @@ class Ledger:
   after it returns; a delivery whose id is in the inbox is acknowledged and skipped.
 - An event of a stream older than one already handled, and not in the inbox, is out of order: it
   is logged as an error, counted, and parked (never handled behind the newer ones' back).
+- With `LAVORO_SOURCE_USERS` (source -> broker user), an event whose AMQP `user_id` is not its
+  source's user is refused before anything else: a `dead_letters` row with status `refused` and
+  the reason, a copy in `<service>.dlq`, an error line; it never runs and holds no stream
+  (shared/broker.py).
 - A failing event is retried in place with exponential backoff, holding its stream, then parked:
   a `dead_letters` row and a copy in `<service>.dlq`, then the original is acknowledged. Later
   events of that stream are parked behind it until an operator retries or skips it
   (shared/dlq.py); the service then replays the released events from the table, in order
   (shared/redelivery.py).
 
-Container config: `LAVORO_RETRY_ATTEMPTS` (5 tries), `LAVORO_RETRY_BASE_DELAY` (0.5 s, doubled
+Container config: `LAVORO_SOURCE_USERS` (unset: every publisher accepted, as in development with
+one broker user), `LAVORO_RETRY_ATTEMPTS` (5 tries), `LAVORO_RETRY_BASE_DELAY` (0.5 s, doubled
 each try), `LAVORO_RETRY_MAX_DELAY` (30 s), `LAVORO_PREFETCH_COUNT` (10 × max_workers),
 `LAVORO_REPLAY_POLL_INTERVAL` (2 s: how soon released dead letters of a quiet stream replay).
 """
@@ -53,6 +58,7 @@ from sqlalchemy.engine import Connection
 from structlog.contextvars import bound_contextvars
 
 from shared import dlq, inbox
+from shared.broker import impostor, source_users
 from shared.contracts import BrokenContract
 from shared.dependencies import ACTOR_KEY, CAUSATION_KEY, CORRELATION_KEY, EventStore, store_for
 from shared.queues import EventQueueConsumer, SourceQueue, queue_name
@@ -120,6 +126,7 @@ class EventDispatcher(SharedExtension):
         self._wake = Event()
         self._store: EventStore | None = None
         self._dead_letters: dlq.DeadLetterOffice | None = None
+        self._source_users: dict[str, str] = {}
         self.stats: collections.Counter[str] = collections.Counter()
         self._redelivery = Redelivery(self)
         super().__init__()
@@ -149,6 +156,7 @@ class EventDispatcher(SharedExtension):
             self._shut_down()
 
     def setup(self) -> None:
+        self._source_users = source_users(self.container.config)
         self._store = store_for(self.container)
         log = self._store.ensure_log()
         self._dead_letters = dlq.DeadLetterOffice(
@@ -259,6 +267,12 @@ class EventDispatcher(SharedExtension):
         if item.replay:
             self._redelivery.replay_queued(item.source, item.stream)
             return
+        refusal = self._impostor(item)
+        if refusal is not None:
+            # Not the source's event at all: recorded and copied for people to see, but it
+            # holds no stream (a forger must not be able to stop a real one).
+            self._park_new(item, refusal, attempts=0, counter="refused", status=dlq.REFUSED)
+            return
         if item.event is None:
             self._park_new(item, f"malformed: {item.malformed}", attempts=0, counter="malformed")
             return
@@ -302,6 +316,13 @@ class EventDispatcher(SharedExtension):
             self._park_new(item, outcome.error, attempts=attempts, counter="parked")
             return
         self._ack(item)
+
+    def _impostor(self, item: _Item) -> str | None:
+        """Why the message is refused as not published by its source's broker user, if it is."""
+        if item.message is None:
+            return None
+        expected = self._source_users.get(item.source)
+        return impostor(item.source, expected, item.message.properties.get("user_id"))
 
     def _standing(self, event: IncomingEvent) -> inbox.Standing:
         with self._engine().connect() as conn:
@@ -424,16 +445,18 @@ class EventDispatcher(SharedExtension):
 
     # -- parking -------------------------------------------------------------------------------
 
-    def _park_new(self, item: _Item, error: str, *, attempts: int, counter: str) -> None:
+    def _park_new(
+        self, item: _Item, error: str, *, attempts: int, counter: str, status: str = dlq.PARKED
+    ) -> None:
         parcel = _parcel(item)
         # The table first: it is what holds the stream. Then the copy for people and alerts.
-        self.steadily("parking", partial(self.office().park, parcel, error, attempts))
+        self.steadily("parking", partial(self.office().park, parcel, error, attempts, status))
         self.steadily(
             "publishing to the dead-letter queue",
             partial(self.office().publish, parcel, error, attempts),
         )
         self.stats[counter] += 1
-        _log.error("event parked", error=_first_line(error), attempts=attempts)
+        _log.error(f"event {status}", error=_first_line(error), attempts=attempts)
         self._ack(item)
 
 
@@ -472,7 +495,7 @@ SOURCES_KEY = "LAVORO_SOURCES"
 
 def consumer_stats(container: Any) -> collections.Counter[str]:
     """Counts of what the container's consumer did: handled, duplicate, retries, parked,
-    parked_behind, out_of_order, malformed, replayed, unrouted."""
+    parked_behind, out_of_order, malformed, refused, replayed, unrouted."""
     dispatcher = container.shared_extensions.get(EventDispatcher)
     return dispatcher.stats if dispatcher is not None else collections.Counter()
 

@@ -1,8 +1,9 @@
 """Personal data in events, and its erasure by crypto-shredding (ARCHITECTURE.md, "Personal data").
 
 Every person gets a random 256-bit AES-GCM key in the `person_keys` table, which lives beside the
-log, never in it. A personal value is sealed into a string that names its format, its key id (the
-person id) and its nonce:
+log, never in it, and holds each key wrapped by a key-encryption key from configuration
+(shared/kek.py): the database alone opens nothing. A personal value is sealed into a string that
+names its format, its key id (the person id) and its nonce:
 
     pii:v1:<person_id>:<nonce, base64url>:<ciphertext and tag, base64url>
 
@@ -53,6 +54,7 @@ from shared.canonical import canonical
 from shared.clock import Clock, SystemClock
 from shared.db import is_sqlite, write_transaction
 from shared.eventlog import ANY_VERSION, EventLog
+from shared.kek import Keyring
 from shared.records import AppendResult, NewEvent
 from shared.schemas import ERASED, map_personal
 
@@ -113,11 +115,15 @@ class Vault:
         self,
         engine: Engine,
         *,
+        keys: Keyring | None = None,
         cache_ttl: float = 5.0,
         cache_size: int = 10_000,
         clock: Clock | None = None,
     ) -> None:
+        """`keys`: the KEKs that wrap and unwrap person keys (default: from the environment,
+        `Keyring.from_config()`); without one, sealing and opening raise NoKek."""
         self.engine = engine
+        self.keys = keys if keys is not None else Keyring.from_config()
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
         self.clock = clock or SystemClock()
@@ -298,25 +304,30 @@ class Vault:
         return key
 
     def _select_key(self, conn: Connection, person_id: str, *, lock: bool = False) -> bytes | None:
-        query = sa.select(t.person_keys.c.key).where(t.person_keys.c.person_id == person_id)
+        keys = t.person_keys.c
+        query = sa.select(keys.kek_id, keys.wrapped_key).where(keys.person_id == person_id)
         if lock and not is_sqlite(self.engine):
             # Until this transaction commits, an erasure of this person waits: the event being
             # written and the key it needs commit together or not at all. (On SQLite write
             # transactions are serialised whole, so nothing can interleave.)
             query = query.with_for_update(read=True)
-        raw = conn.execute(query).scalar_one_or_none()
-        return None if raw is None else bytes(raw)
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            return None
+        return self.keys.unwrap(person_id, row.kek_id, bytes(row.wrapped_key))
 
     def _insert_key(self, conn: Connection, person_id: str) -> None:
         # Two workers creating the first key of one person race on the primary key: the loser's
         # insert does nothing (on PostgreSQL it waits for the winner to commit) and both then
         # read the winner's key.
         dialect = postgresql if not is_sqlite(self.engine) else sqlite
+        kek_id, wrapped = self.keys.wrap(person_id, AESGCM.generate_key(bit_length=256))
         conn.execute(
             dialect.insert(t.person_keys)
             .values(
                 person_id=person_id,
-                key=AESGCM.generate_key(bit_length=256),
+                kek_id=kek_id,
+                wrapped_key=wrapped,
                 created_at=self.clock.now(),
             )
             .on_conflict_do_nothing(index_elements=["person_id"])
@@ -363,6 +374,7 @@ def erase_person(
     reason: str | None = None,
     actor: str | None = None,
     command_id: str | None = None,
+    command_digest: str | None = None,
     correlation_id: str | None = None,
     causation_id: str | None = None,
 ) -> AppendResult:
@@ -371,7 +383,9 @@ def erase_person(
     to blank what they hold about the person.
 
     `reason` (the request's reference, never personal data) goes into the event. With a
-    `command_id` seen before, nothing happens again (the log's command idempotency).
+    `command_id` seen before, nothing happens again (the log's command idempotency); seen before
+    with another `command_digest` (another request body), IdempotencyKeyReused and nothing
+    happens either.
     """
     data = (
         {"person_id": person_id} if reason is None else {"person_id": person_id, "reason": reason}
@@ -386,6 +400,7 @@ def erase_person(
                 ANY_VERSION,
                 [NewEvent(PERSON_ERASED, data)],
                 command_id=command_id,
+                command_digest=command_digest,
                 actor=actor,
                 correlation_id=correlation_id,
                 causation_id=causation_id,

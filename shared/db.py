@@ -24,6 +24,8 @@ from alembic.config import Config
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 
+from shared.files import narrow_if_present, private_dir, private_file
+
 ROOT = Path(__file__).resolve().parent.parent
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -37,8 +39,7 @@ def default_url(service: str) -> str:
     url = os.environ.get(f"{service.upper()}_DATABASE_URL")
     if url:
         return url
-    var = Path(os.environ.get("LAVORO_VAR", ROOT / "var"))
-    var.mkdir(parents=True, exist_ok=True)
+    var = private_dir(os.environ.get("LAVORO_VAR", ROOT / "var"))
     return f"sqlite:///{var / (service + '.db')}"
 
 
@@ -67,6 +68,7 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+        _private_sqlite_files(engine)
         _setup_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {}
@@ -80,6 +82,17 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
     engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
     engine.info_schema = schema or schema_in_url(url)  # type: ignore[attr-defined]
     return engine
+
+
+def _private_sqlite_files(engine: Engine) -> None:
+    """The database file made 0600 before SQLite creates it (its -wal and -shm then take the
+    same mode), and an older, wider one narrowed (shared/files.py)."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    private_file(database)
+    for suffix in ("-wal", "-shm"):
+        narrow_if_present(database + suffix)
 
 
 def _setup_sqlite(engine: Engine) -> None:
@@ -146,9 +159,12 @@ def alembic_config(engine: Engine, service: str | None = None) -> Config:
     return cfg
 
 
-def migrate(engine: Engine, service: str | None = None) -> None:
-    """Upgrade the database to the newest revision: the chassis tables, then the service's own."""
+def migrate(engine: Engine, service: str | None = None, *, keyring: Any = None) -> None:
+    """Upgrade the database to the newest revision: the chassis tables, then the service's own.
+    `keyring` (shared.kek.Keyring) wraps person keys stored before they were wrapped (revision
+    0002); without it the KEK comes from the environment."""
     cfg = alembic_config(engine, service)
+    cfg.attributes["keyring"] = keyring
     if is_sqlite(engine):
         with process_lock(engine):
             command.upgrade(cfg, "heads")

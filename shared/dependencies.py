@@ -2,7 +2,9 @@
 
 `EventStore(projections=[...], upcasters=..., clock=...)` builds ONE EventLog per container (the
 engine from the container config's `DATABASE_URL`, else `default_url(service)`; `DATABASE_SCHEMA`
-isolates a PostgreSQL schema; migrated at setup) and gives each worker a narrow `Store`: `load`,
+isolates a PostgreSQL schema; migrated at setup) and its Vault (the KEKs from the config's
+`LAVORO_KEK_FILE` / `LAVORO_KEK`, else the environment: a service whose contracts name persons
+refuses to start without one), and gives each worker a narrow `Store`: `load`,
 `append`, `transaction`, `clock`, and read-only `query`/`read_model`. Never an engine or a session.
 
 Who and what caused an append is filled in from the worker context, not passed by the method:
@@ -12,6 +14,11 @@ Who and what caused an append is filled in from the worker context, not passed b
 - any other worker (HTTP, RPC): the context data keys below, which the edge sets (and nameko
   passes on to RPC calls as headers); without one, a correlation id is made for the worker, so
   all events of one command share it.
+
+The digest of an HTTP command's body comes the same way: the store records it with the command
+id the edge gave that request, and a command id seen before with another digest is refused
+(`IdempotencyKeyReused`, 422) instead of answered with the first run's events. Other command ids
+(a handler's, a script's) have no digest: their id alone decides.
 
 In a handler, everything the store writes is one unit of work: it commits together with the
 inbox row after the handler returns and rolls back if it raises (the consumer drives this through
@@ -45,12 +52,12 @@ from shared.db import default_url, is_sqlite, make_engine, migrate
 from shared.eventlog import (
     AppendResult,
     EventLog,
-    NewEvent,
     RecordedEvent,
     Transaction,
     Upcasters,
 )
-from shared.records import Aggregate, IncomingEvent, Loaded
+from shared.kek import KEK_FILE_KEY, KEK_KEY, KekConfigError, Keyring
+from shared.records import Aggregate, Events, IncomingEvent, Loaded, NewEvent
 from shared.stream_locks import stream_locks
 
 S = TypeVar("S")
@@ -58,6 +65,8 @@ S = TypeVar("S")
 ACTOR_KEY = "lavoro.actor"
 CORRELATION_KEY = "lavoro.correlation_id"
 CAUSATION_KEY = "lavoro.causation_id"
+COMMAND_ID_KEY = "lavoro.command_id"  # as shared.web sets them for a command
+REQUEST_DIGEST_KEY = "lavoro.request_digest"
 DATABASE_URL_KEY = "DATABASE_URL"
 DATABASE_SCHEMA_KEY = "DATABASE_SCHEMA"
 PROJECTION_POLL_KEY = "LAVORO_PROJECTION_POLL"  # seconds between looks for others' appends; 0: off
@@ -85,25 +94,41 @@ class Writer:
     without its key, and an erasure waits for it)."""
 
     def __init__(
-        self, tx: Transaction, cause: dict[str, str | None], sealer: _Sealer | None = None
+        self,
+        tx: Transaction,
+        cause: dict[str, str | None],
+        sealer: _Sealer | None = None,
+        request: _Request | None = None,
     ) -> None:
         self._tx = tx
         self._cause = cause
         self._sealer = sealer
+        self._request = request or _Request()
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, *, command_id: str | None = None
     ) -> AppendResult:
         if self._sealer is not None:
             events = [self._sealer.seal(event, self._tx.conn) for event in events]
         return self._tx.append(
-            stream, expected_version, events, command_id=command_id, **self._cause
+            stream,
+            expected_version,
+            events,
+            command_id=command_id,
+            command_digest=self._request.digest_of(command_id),
+            **self._cause,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """The command id the edge gave this worker's request, and the digest of its body."""
+
+    command_id: str | None = None
+    digest: str | None = None
+
+    def digest_of(self, command_id: str | None) -> str | None:
+        return self.digest if command_id is not None and command_id == self.command_id else None
 
 
 class _Sealer:
@@ -133,11 +158,13 @@ class Store:
         deferred: bool,
         contracts: Contracts | None = None,
         sealer: _Sealer | None = None,
+        request: _Request | None = None,
     ) -> None:
         self._log = log
         self._cause = cause
         self._contracts = contracts
         self._sealer = sealer
+        self._request = request or _Request()
         # A handler's writes wait in one open transaction until the consumer commits them with
         # the inbox row (or rolls them back).
         self._deferred = deferred
@@ -155,8 +182,9 @@ class Store:
         return self._deferred
 
     def command_events(self, command_id: str) -> list[RecordedEvent] | None:
-        """The events a command appended the first time it ran, or None if it never ran."""
-        return self._log.command_events(command_id)
+        """The events a command appended the first time it ran, or None if it never ran
+        (IdempotencyKeyReused if it ran for another request body)."""
+        return self._log.command_events(command_id, digest=self._request.digest_of(command_id))
 
     def one_at_a_time(self, stream: str) -> ContextManager[None]:
         """Commands on `stream` one after another, in this process and across the replicas that
@@ -177,12 +205,7 @@ class Store:
         return load_aggregate(self._log, aggregate, stream)
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, *, command_id: str | None = None
     ) -> AppendResult:
         """Append to one stream (ConcurrencyError if it moved on; a repeated command id appends
         nothing and returns the first result)."""
@@ -190,7 +213,12 @@ class Store:
             with self.transaction() as writer:
                 return writer.append(stream, expected_version, events, command_id=command_id)
         return self._log.append(
-            stream, expected_version, events, command_id=command_id, **self._cause
+            stream,
+            expected_version,
+            events,
+            command_id=command_id,
+            command_digest=self._request.digest_of(command_id),
+            **self._cause,
         )
 
     @contextmanager
@@ -200,10 +228,10 @@ class Store:
             tx = self._open()
             # A savepoint: a block that raises leaves nothing behind even if the handler goes on.
             with tx.conn.begin_nested():
-                yield Writer(tx, self._cause, self._sealer)
+                yield Writer(tx, self._cause, self._sealer, self._request)
             return
         with self._log.transaction() as tx:
-            yield Writer(tx, self._cause, self._sealer)
+            yield Writer(tx, self._cause, self._sealer, self._request)
 
     def query(self, statement: Any, params: dict[str, Any] | None = None) -> list[sa.Row[Any]]:
         """Rows of a SELECT on the service's database (its read models). Writes are refused."""
@@ -322,20 +350,28 @@ class EventStore(DependencyProvider):
         before or after this provider's own setup ran)."""
         with self._guard:
             if self.log is None:
-                self.log = self._build_log()
-                self.vault = Vault(self.log.engine)
-                if self.contracts is not None and self.contracts.persons:
+                keys = Keyring.from_config(self.container.config)
+                seals = self.contracts is not None and bool(self.contracts.persons)
+                if seals and keys.current is None:
+                    raise KekConfigError(
+                        f"{self.container.service_name} seals personal data and no "
+                        f"key-encryption key is configured: set {KEK_FILE_KEY} (a file holding "
+                        f"it) or {KEK_KEY}; `lavoro run` makes a development one under var/"
+                    )
+                self.log = self._build_log(keys)
+                self.vault = Vault(self.log.engine, keys=keys)
+                if self.contracts is not None and seals:
                     self._sealer = _Sealer(self.contracts, self.vault)
             return self.log
 
-    def _build_log(self) -> EventLog:
+    def _build_log(self, keys: Keyring) -> EventLog:
         service = self.container.service_name
         config = self.container.config
         engine = make_engine(
             config.get(DATABASE_URL_KEY) or default_url(service),
             schema=config.get(DATABASE_SCHEMA_KEY),
         )
-        migrate(engine, service)
+        migrate(engine, service, keyring=keys)
         log = EventLog(
             engine,
             clock=self.clock,
@@ -368,12 +404,15 @@ class EventStore(DependencyProvider):
         return self.ensure_log().engine
 
     def get_dependency(self, worker_ctx: Any) -> Store:
+        handler = _is_handler(worker_ctx)
         store = Store(
             self.ensure_log(),
             self._cause(worker_ctx),
-            deferred=_is_handler(worker_ctx),
+            deferred=handler,
             contracts=self.contracts,
             sealer=self._sealer,
+            # A handler's commands are its own: no HTTP request body binds them.
+            request=None if handler else _request_of(worker_ctx),
         )
         self._stores[worker_ctx] = store
         return store
@@ -442,6 +481,11 @@ class EventStore(DependencyProvider):
             "correlation_id": data[CORRELATION_KEY],
             "causation_id": data.get(CAUSATION_KEY),
         }
+
+
+def _request_of(worker_ctx: Any) -> _Request:
+    data = worker_ctx.data
+    return _Request(data.get(COMMAND_ID_KEY), data.get(REQUEST_DIGEST_KEY))
 
 
 def _is_handler(worker_ctx: Any) -> bool:

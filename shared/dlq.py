@@ -7,7 +7,8 @@ with the error, to the durable queue `<service>.dlq` for alerting and inspection
 
 A row's status moves: `parked` → `retrying` (released by an operator: `retry` or `skip`) →
 `retried` (the service handled it), or `parked` → `skipped`. A `retrying` row that fails again is
-`parked` again. The operator's functions here only touch the database: the running service
+`parked` again. A `refused` row (an event not published by its source's broker user,
+shared/broker.py) stays so: it is a record, never replayed, and holds no stream. The operator's functions here only touch the database: the running service
 replays `retrying` rows itself, in position order and ahead of any newer event of that stream
 (see shared/redelivery.py), so a replay cannot be overtaken the way a re-published message could.
 """
@@ -20,13 +21,15 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import kombu
 import sqlalchemy as sa
 from kombu import Queue
-from kombu.common import maybe_declare
-from nameko.amqp.publish import Publisher, get_connection
+from kombu.exceptions import ChannelError
+from nameko.amqp.publish import UndeliverableMessage
 from sqlalchemy.engine import Connection, Engine
 
 from shared import tables as t
+from shared.broker import broker_user, connection_name, kombu_connection
 from shared.clock import Clock, SystemClock
 from shared.db import write_transaction
 from shared.errors import NotFound
@@ -35,6 +38,9 @@ PARKED = "parked"
 RETRYING = "retrying"
 RETRIED = "retried"
 SKIPPED = "skipped"
+REFUSED = "refused"  # not published by its source's broker user: never handled, holds nothing
+PERSISTENT = 2
+_RETRY = {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 2}
 _ORDER = (t.dead_letters.c.position, t.dead_letters.c.id)
 
 # Our own headers on the copy in `<service>.dlq` (RabbitMQ's x-death is for its own dead-lettering).
@@ -208,20 +214,29 @@ class Parcel:
 
 class DeadLetterOffice:
     """Writes a consuming service's dead letters and publishes their copies; every method does
-    one step (the consumer repeats a step that failed for a passing reason)."""
+    one step (the consumer repeats a step that failed for a passing reason).
+
+    Each declaration and copy opens a connection of its own, named `lavoro-dlq-<service>`, and
+    closes it: parking is rare, and no idle connection is left to go stale when the broker drops
+    it (a pooled one was, unnamed)."""
 
     def __init__(self, engine: Engine, service: str, amqp_uri: str, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
         self.queue = Queue(dlq_name(service), durable=True, auto_delete=False)
+        self.connection_name = connection_name("dlq", service)
         self._amqp_uri = amqp_uri
-        self._publisher = Publisher(amqp_uri, declare=[self.queue], mandatory=True)
+        self._user_id = broker_user(amqp_uri)
+
+    def _connection(self) -> kombu.Connection:
+        return kombu_connection(self._amqp_uri, self.connection_name, confirm_publish=True)
 
     def declare(self) -> None:
-        with get_connection(self._amqp_uri) as conn:
-            maybe_declare(self.queue, conn.channel())
+        with self._connection() as conn:
+            self.queue(conn.default_channel).declare()
 
-    def park(self, parcel: Parcel, error: str, attempts: int) -> None:
+    def park(self, parcel: Parcel, error: str, attempts: int, status: str = PARKED) -> None:
+        """A row for the parcel: `parked` (it holds its stream), or `refused` (it does not)."""
         with write_transaction(self.engine) as conn:
             conn.execute(
                 t.dead_letters.insert().values(
@@ -234,25 +249,39 @@ class DeadLetterOffice:
                     headers=json.dumps(parcel.headers, sort_keys=True, default=str),
                     error=error,
                     attempts=attempts,
-                    status=PARKED,
+                    status=status,
                     parked_at=self.clock.now(),
                 )
             )
 
     def publish(self, parcel: Parcel, error: str, attempts: int) -> None:
         """The copy in `<service>.dlq`: the original body and headers, plus ours."""
-        self._publisher.publish(
-            parcel.body,
-            routing_key=self.queue.name,
-            message_id=parcel.event_id,
-            headers={
-                **parcel.headers,
-                ERROR_HEADER: error[:4000],
-                SOURCE_HEADER: parcel.source,
-                STREAM_HEADER: parcel.stream,
-                ATTEMPTS_HEADER: attempts,
-            },
-        )
+        headers = {
+            **parcel.headers,
+            ERROR_HEADER: error[:4000],
+            SOURCE_HEADER: parcel.source,
+            STREAM_HEADER: parcel.stream,
+            ATTEMPTS_HEADER: attempts,
+        }
+        with self._connection() as conn:
+            try:
+                conn.Producer().publish(
+                    parcel.body,
+                    routing_key=self.queue.name,
+                    declare=[self.queue],
+                    serializer="json",
+                    delivery_mode=PERSISTENT,
+                    mandatory=True,
+                    message_id=parcel.event_id,
+                    user_id=self._user_id,
+                    headers=headers,
+                    retry=True,
+                    retry_policy=_RETRY,
+                )
+            except ChannelError as exc:
+                if "NO_ROUTE" in str(exc):  # confirmed unroutable: the queue went meanwhile
+                    raise UndeliverableMessage() from exc
+                raise
 
     def repark(self, letter: DeadLetter, error: str, attempts: int) -> list[DeadLetter]:
         """A released event failed again: park it again, and the stream's other released events

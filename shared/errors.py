@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# The HTTP header that carries a command's id: the errors about it name it as their field.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
 
 class LavoroError(Exception):
     """Base of every error the edge knows how to show. `code` is stable and machine-readable."""
@@ -67,6 +70,45 @@ class ConcurrencyError(Conflict):
         self.stream = stream
         self.expected = expected
         self.actual = actual
+
+
+class PayloadTooLarge(LavoroError):
+    """A request body over the configured size (413); nothing of it was looked at."""
+
+    status = 413
+    code = "request_entity_too_large"
+
+
+class UnsupportedMediaType(LavoroError):
+    """A command's body that is not `application/json` (415)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """A command id seen before, with another request body: a different command under a key that
+    is already taken (422). Nothing runs and nothing is stored."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        reason = "already used for a request with another body: a new command needs a new key"
+        super().__init__(
+            f"{IDEMPOTENCY_HEADER} header: {reason}", fields={IDEMPOTENCY_HEADER: [reason]}
+        )
+
+
+class CommandInFlight(Conflict):
+    """A command whose id is still running in another request (409): ask again once it answers."""
+
+    code = "idempotency_key_in_flight"
+
+    def __init__(self) -> None:
+        reason = "a request with this key is still being answered: ask again once it has been"
+        super().__init__(
+            f"{IDEMPOTENCY_HEADER} header: {reason}", fields={IDEMPOTENCY_HEADER: [reason]}
+        )
 
 
 class Unauthorized(LavoroError):

@@ -1,7 +1,8 @@
 """The append-only, hash-chained event log of one service (ARCHITECTURE.md, "The event log").
 
 `append` writes a command's events in one transaction with gapless positions, the hash chain,
-optimistic concurrency per stream and command idempotency; hooks given to it (projections, inbox)
+optimistic concurrency per stream and command idempotency (an id, bound to its request's digest
+when one is given); hooks given to it (projections, inbox)
 write in that same transaction. Reading: one stream, everything after a position in pages, or as
 of a time. Upcasters turn old schema versions into the current shape on read; stored rows never
 change. The events themselves are values of `shared.records`; the hash rule is `shared.chain`.
@@ -16,18 +17,18 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from shared import tables as t
 from shared.canonical import canonical
-from shared.chain import GENESIS, chain_digest, chain_hash, envelope_text
+from shared.chain import Anchor, chain_digest, envelope_text, walk
 from shared.clock import UTC, Clock, SystemClock, as_utc, format_ts
 from shared.db import is_sqlite, write_transaction
-from shared.errors import ConcurrencyError
-from shared.records import AppendResult, NewEvent, RecordedEvent
+from shared.errors import ConcurrencyError, IdempotencyKeyReused
+from shared.records import AppendResult, Events, RecordedEvent
 
 ANY_VERSION = -1  # expected_version meaning "whatever the stream is at"
 
@@ -48,6 +49,17 @@ class Projector(Protocol):
     def apply(self, conn: Connection, events: list[RecordedEvent]) -> None: ...
 
 
+class Stamp(TypedDict, total=False):
+    """What an append records beside its events: the command it runs (its id, and the digest of
+    the request that asked for it) and who and what caused it."""
+
+    command_id: str | None
+    command_digest: str | None
+    actor: str | None
+    correlation_id: str | None
+    causation_id: str | None
+
+
 class Transaction:
     """The handle a unit of work appends through; see `EventLog.transaction`."""
 
@@ -58,26 +70,10 @@ class Transaction:
         self._command_id: str | None = None  # the command this transaction records, if any
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
-        actor: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, **stamp: Unpack[Stamp]
     ) -> AppendResult:
-        result = self.log._append(
-            self.conn,
-            stream,
-            expected_version,
-            events,
-            command_id,
-            actor,
-            correlation_id,
-            causation_id,
-        )
+        result = self.log._append(self.conn, stream, expected_version, events, Stamp(**stamp))
+        command_id = stamp.get("command_id")
         if not result.duplicate and result.events:
             if command_id is not None:
                 self._command_id = command_id
@@ -110,7 +106,7 @@ class _Sql:
         self.begin_append = (
             "SELECT h.position, h.hash, "
             f"(SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = {p}), "
-            "c.first_position, c.last_position, c.command_id IS NOT NULL "
+            "c.first_position, c.last_position, c.command_id IS NOT NULL, c.request_digest "
             f"FROM log_head h LEFT JOIN commands c ON c.command_id = {p} "
             "WHERE h.id = 1"
         )
@@ -126,8 +122,9 @@ class _Sql:
         self._insert_events = f"INSERT INTO events ({self.COLUMNS}) VALUES "
         self._move_head = f"UPDATE log_head SET position = {p}, hash = {p} WHERE id = 1"
         self._insert_command = (
-            "INSERT INTO commands (command_id, stream, first_position, last_position, recorded_at) "
-            f"VALUES ({p}, {p}, {p}, {p}, {p})"
+            "INSERT INTO commands "
+            "(command_id, stream, first_position, last_position, recorded_at, request_digest) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
         )
 
     def read_time(self, value: Any) -> dt.datetime:
@@ -171,6 +168,14 @@ class _Sql:
             statement = "SELECT 1"
         prefix = ("WITH " + ", ".join(parts) + " ") if parts else ""
         cur.execute(prefix + statement, params)
+
+
+def _same_request(recorded: str | None, given: str | None) -> None:
+    """A command id seen before, asked again: refused if both runs have a request digest and
+    they differ. Without one on either side (a handler's command; a row older than revision
+    0003) the id alone decides."""
+    if recorded is not None and given is not None and recorded != given:
+        raise IdempotencyKeyReused()
 
 
 class Upcasters:
@@ -254,32 +259,18 @@ class EventLog:
             self._notify(tx.recorded[-1].position)
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
-        actor: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, **stamp: Unpack[Stamp]
     ) -> AppendResult:
         """Append `events` to `stream` if it is at `expected_version` (0: new; ANY_VERSION: any).
 
         Raises ConcurrencyError if the stream moved on. With a `command_id` seen before, returns
-        the events that command appended the first time and appends nothing. The log's
-        projections fold the new events in the same transaction.
+        the events that command appended the first time and appends nothing; if the first run
+        recorded a `command_digest` (of its request) and this one gives another, raises
+        IdempotencyKeyReused instead. The log's projections fold the new events in the same
+        transaction.
         """
         with self.transaction() as tx:
-            return tx.append(
-                stream,
-                expected_version,
-                events,
-                command_id=command_id,
-                actor=actor,
-                correlation_id=correlation_id,
-                causation_id=causation_id,
-            )
+            return tx.append(stream, expected_version, events, **stamp)
 
     def _notify(self, position: int) -> None:
         with self._listeners_lock:
@@ -288,16 +279,11 @@ class EventLog:
             listener(position)
 
     def _append(
-        self,
-        conn: Connection,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        command_id: str | None,
-        actor: str | None,
-        correlation_id: str | None,
-        causation_id: str | None,
+        self, conn: Connection, stream: str, expected_version: int, events: Events, stamp: Stamp
     ) -> AppendResult:
+        command_id, command_digest = stamp.get("command_id"), stamp.get("command_digest")
+        actor, correlation_id = stamp.get("actor"), stamp.get("correlation_id")
+        causation_id = stamp.get("causation_id")
         sql = self._sql
         # The DBAPI cursor of the transaction's own connection: same transaction, none of
         # SQLAlchemy's per-statement cost on the hottest path.
@@ -305,8 +291,9 @@ class EventLog:
         # One round trip: lock the head, then read it, the stream's version and any earlier run
         # of this command.
         cur.execute(sql.begin_append, (stream, command_id))
-        head_position, head_hash, current, first, last, seen = cur.fetchone()
+        head_position, head_hash, current, first, last, seen, seen_digest = cur.fetchone()
         if seen:
+            _same_request(seen_digest, command_digest)
             earlier = [] if first is None else list(self._read_range(conn, first, last))
             return AppendResult(earlier, duplicate=True)
         if expected_version != ANY_VERSION and current != expected_version:
@@ -387,6 +374,7 @@ class EventLog:
                 rows[0][0] if rows else None,
                 position if rows else None,
                 stored_now,
+                command_digest,
             )
         sql.write(cur, rows, (position, prev) if rows else None, command_row)
         return AppendResult(recorded, duplicate=False)
@@ -531,76 +519,66 @@ class EventLog:
                 ).scalar_one()
             )
 
-    def command_events(self, command_id: str) -> list[RecordedEvent] | None:
+    def command_events(
+        self, command_id: str, *, digest: str | None = None
+    ) -> list[RecordedEvent] | None:
         """The events a command appended the first time it ran (empty if it appended none), or
-        None if no command with that id ran."""
+        None if no command with that id ran. IdempotencyKeyReused if it ran for a request whose
+        recorded digest is not `digest`."""
+        commands = t.commands.c
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(t.commands.c.first_position, t.commands.c.last_position).where(
-                    t.commands.c.command_id == command_id
-                )
+                sa.select(
+                    commands.first_position, commands.last_position, commands.request_digest
+                ).where(commands.command_id == command_id)
             ).first()
             if row is None:
                 return None
+            _same_request(row.request_digest, digest)
             if row.first_position is None:
                 return []
             return list(self._read_range(conn, row.first_position, row.last_position))
 
     # -- audit -------------------------------------------------------------------------------
 
-    def verify(self, page: int = 5000) -> VerifyResult:
-        """Walk the chain from position 1; report the first position where it breaks."""
-        expected_position = 1
-        prev = GENESIS
-        checked = 0
-        for event in self.read_all(0, page=page, upcast=False):
-            if event.position != expected_position:
-                return VerifyResult(
-                    False,
-                    checked,
-                    *self.head(),
-                    expected_position,
-                    f"position {expected_position} is missing",
+    def verify(self, page: int = 5000, *, anchor: Anchor | None = None) -> VerifyResult:
+        """Walk the chain from position 1 against the head row, the checkpoints and `anchor` (a
+        head published earlier), all read in one snapshot; report the first position where the
+        log breaks (shared.chain.walk; docs/audit.md lists the reasons)."""
+        with self._snapshot() as conn:
+            head_row = conn.execute(
+                sa.select(t.log_head.c.position, t.log_head.c.hash).where(t.log_head.c.id == 1)
+            ).one()
+            head = (int(head_row.position), str(head_row.hash))
+            checkpoints = {
+                str(name): int(position)
+                for name, position in conn.execute(
+                    sa.select(t.checkpoints.c.name, t.checkpoints.c.position)
                 )
-            if event.prev_hash != prev:
-                return VerifyResult(
-                    False,
-                    checked,
-                    *self.head(),
-                    event.position,
-                    f"prev_hash does not match the hash of position {event.position - 1}",
-                )
-            if chain_hash(prev, event.envelope()) != event.hash:
-                return VerifyResult(
-                    False,
-                    checked,
-                    *self.head(),
-                    event.position,
-                    "hash does not match the event's content",
-                )
-            prev = event.hash
-            expected_position += 1
-            checked += 1
-        head_position, head_hash = self.head()
-        if head_position != checked:
-            return VerifyResult(
-                False,
-                checked,
-                head_position,
-                head_hash,
-                checked + 1 if head_position > checked else head_position,
-                f"the head says position {head_position}, the log ends at {checked}",
-            )
-        if head_hash != prev:
-            return VerifyResult(
-                False,
-                checked,
-                head_position,
-                head_hash,
-                head_position,
-                "the head hash does not match the last event",
-            )
-        return VerifyResult(True, checked, head_position, head_hash)
+            }
+            found = walk(self._pages(conn, page), head=head, checkpoints=checkpoints, anchor=anchor)
+        if found.broken is None:
+            return VerifyResult(True, found.checked, *head)
+        return VerifyResult(False, found.checked, *head, found.broken.position, found.broken.reason)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """One read transaction that sees one state of the database throughout (REPEATABLE READ
+        on PostgreSQL; on SQLite in WAL mode a read transaction is a snapshot already)."""
+        with self.engine.connect() as conn:
+            if not is_sqlite(self.engine):
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _pages(self, conn: Connection, page: int) -> Iterator[RecordedEvent]:
+        after = 0
+        while True:
+            batch = self.read_page(after, page, upcast=False, conn=conn)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].position
 
     def export(self, write: Callable[[str], Any]) -> int:
         """Write the log as JSON Lines (envelope + prev_hash + hash), in position order."""

@@ -4,11 +4,14 @@ A service inherits `Observable` and gets, with nothing else to write:
 
 - `GET /health`, public (no token, for load balancers and compose healthchecks): its database
   (the log head answers), the broker (a connection opens), its relay (leading or standing by,
-  and its lag). JSON; 200 when every check passes, 503 otherwise.
+  and its lag), its tokens file (read, or broken with the last good tokens in force). JSON;
+  503 and `failing` when the database, the broker or the relay fails; else 200, `degraded`
+  when the tokens file is broken, `ok` when all is well.
 - `GET /metrics`, public, Prometheus text (prometheus-client): events appended (the log head:
   gapless positions make it the exact count, whichever replica appended), relay lag, handler
   successes and failures, dead letters, inbox size, projection lag, and a histogram of HTTP
-  latency by method, route and status. Each container has its own registry, so two services in
+  latency by method, route and status. Every label is bounded: a method outside `HTTP_METHODS`
+  is `other`, a route is the rule that matched (`/calls/<call_id>`) or `unmatched`. Each container has its own registry, so two services in
   one process (tests) never mix their numbers.
 
 `read_figures(engine)` is the one definition of the log's numbers (head, relay lag, inbox, dead
@@ -33,11 +36,13 @@ from nameko.extensions import DependencyProvider
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
 
 from shared import failover
 from shared import tables as t
+from shared.auth import Tokens
+from shared.broker import client_properties, connection_name
 from shared.chain import GENESIS
 from shared.consumer import consumer_stats
 from shared.dependencies import store_for
@@ -47,6 +52,9 @@ from shared.web import LavoroHttp, LavoroWebServer, http, json_response
 RELAY_CHECKPOINT = "relay"
 PROJECTION_PREFIX = "projection:"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The values the `method` and `route` labels may take: every label is bounded, whatever is sent.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
 BROKER_TIMEOUT = 2.0  # seconds: a health check must answer well within a healthcheck's timeout
 
 # Database trouble a health check or a scrape reports rather than raises.
@@ -162,15 +170,17 @@ def fetch_health(address: str, timeout: float = 3.0) -> tuple[str, dict[str, Any
         return "down", {"error": str(reason)}
 
 
-def broker_answers(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> str | None:
-    """None if the broker accepts a connection (and our credentials), else why not. With
-    several nodes in `amqp_uri` (a cluster), one that accepts is enough: the service's
-    connections fail over to it."""
+def broker_answers(
+    amqp_uri: str, timeout: float = BROKER_TIMEOUT, *, name: str = "lavoro-health"
+) -> str | None:
+    """None if the broker accepts a connection (and our credentials), else why not. The
+    connection is named `name` and closed at once. With several nodes in `amqp_uri` (a
+    cluster), one that accepts is enough: the service's connections fail over to it."""
     try:
         conn, _node = failover.connect(
             amqp_uri,
             connect_timeout=timeout,
-            client_properties={"connection_name": "lavoro-health"},
+            client_properties=client_properties(name),
         )
     except failover.CONNECT_ERRORS as exc:
         notes = " (" + "; ".join(exc.__notes__) + ")" if getattr(exc, "__notes__", None) else ""
@@ -233,7 +243,7 @@ def _figure_metrics(service: str, figures: LogFigures) -> Iterator[Metric]:
     dead = GaugeMetricFamily(
         "lavoro_dead_letters", "Dead letters by status", labels=["service", "status"]
     )
-    for status in ("parked", "retrying", "retried", "skipped"):
+    for status in ("parked", "retrying", "retried", "skipped", "refused"):
         dead.add_metric([service, status], figures.dead_letters.get(status, 0))
     yield dead
     projection = GaugeMetricFamily(
@@ -356,7 +366,10 @@ class Observability(DependencyProvider):
         except (*_DB_ERRORS, LookupError) as exc:
             figures = None
             checks["database"] = {"ok": False, "error": _one_line(exc)}
-        refused = broker_answers(self.container.config[AMQP_URI_CONFIG_KEY])
+        refused = broker_answers(
+            self.container.config[AMQP_URI_CONFIG_KEY],
+            name=connection_name("health", self.container.service_name),
+        )
         checks["broker"] = {"ok": True} if refused is None else {"ok": False, "error": refused}
         relay = self.relay()
         if relay is None:
@@ -369,12 +382,23 @@ class Observability(DependencyProvider):
                 "lag": figures.relay_lag if figures is not None else None,
             }
         ok = all(check["ok"] for check in checks.values())
+        tokens = self.tokens()
+        problem = tokens.problem if tokens is not None else None
+        if tokens is not None:
+            # Degraded, not failing: the last good tokens still serve every request.
+            checks["tokens"] = {"ok": True} if problem is None else {"ok": False, "error": problem}
         body = {
             "service": self.container.service_name,
-            "status": "ok" if ok else "failing",
+            "status": "failing" if not ok else "degraded" if problem else "ok",
             "checks": checks,
         }
         return ok, body
+
+    def tokens(self) -> Tokens | None:
+        for extension in self.container.subextensions:
+            if isinstance(extension, LavoroWebServer):
+                return extension.tokens
+        return None
 
     def _timed_app(self, build: Callable[[], Any]) -> Callable[..., Any]:
         app = build()
@@ -394,19 +418,35 @@ class Observability(DependencyProvider):
                 return app(environ, capture)
             finally:
                 histogram.labels(
-                    service, environ.get("REQUEST_METHOD", "?"), _route(app, environ), status[0]
+                    service, _method(environ), _route(app, environ), status[0]
                 ).observe(time.perf_counter() - started)
 
         return timed
 
 
+def _method(environ: dict[str, Any]) -> str:
+    # The client chooses the method: an unknown one is "other", or each would be a label set.
+    method = environ.get("REQUEST_METHOD", "")
+    return method if method in HTTP_METHODS else "other"
+
+
 def _route(app: Any, environ: dict[str, Any]) -> str:
-    # The rule, not the path: `/calls/<call_id>` keeps the label set small.
+    # The rule, never the path (the client chooses it): `/calls/<call_id>` for every call, the
+    # rule too for a method it does not allow, "unmatched" for any path no rule has.
+    adapter = app.url_map.bind_to_environ(environ)
     try:
-        rule, _ = app.url_map.bind_to_environ(environ).match(return_rule=True)
-        return str(rule.rule)
+        rule, _ = adapter.match(return_rule=True)
+    except MethodNotAllowed as exc:
+        allowed = sorted(exc.valid_methods or ())
+        if not allowed:
+            return UNMATCHED
+        try:
+            rule, _ = adapter.match(method=allowed[0], return_rule=True)
+        except HTTPException:
+            return UNMATCHED
     except HTTPException:
-        return "(unmatched)"
+        return UNMATCHED
+    return str(rule.rule)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ From `document`: the answer (status, schema or media type), query parameters (a 
 one the method loads them with), summary, tags. From the chassis's conventions, so that no service
 repeats them: bearer security (none on public endpoints), the `Idempotency-Key` header of a
 command, `X-Correlation-Id`, and the one JSON error body (shared.errors) on 400, 401, 403, 404,
-409, 422 and 500. Fields: `Money` is a string of euros with at most two decimals, `UtcDateTime` a
+409, 413, 415, 422 and 500 (each where the edge can answer it). Fields: `Money` is a string of euros with at most two decimals, `UtcDateTime` a
 `date-time`, `LocalDate` a `date`, `Personal(field)` what its inner field is.
 """
 
@@ -56,12 +56,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 # The statuses every endpoint of a kind may answer (shared/web.py, shared/errors.py): the name of
 # the shared response component and what it means.
 _ERRORS = {
-    400: ("BadRequest", "A missing Idempotency-Key, or a body that is not JSON"),
+    400: (
+        "BadRequest",
+        "A malformed X-Correlation-Id; on a command, a missing Idempotency-Key, or a body that is "
+        "not JSON or is nested too deeply",
+    ),
     401: ("Unauthorized", "No valid bearer token"),
     403: ("Forbidden", "The token's role may not do this"),
     404: ("NotFound", "Not found"),
-    409: ("Conflict", "Refused: a rule of the domain (named, with its figures) or a race"),
-    422: ("InvalidInput", "Invalid input: each refused field is named"),
+    409: (
+        "Conflict",
+        "Refused: a rule of the domain (named, with its figures), a race, or the same "
+        "Idempotency-Key still being answered",
+    ),
+    413: ("PayloadTooLarge", "The body is over the configured size (LAVORO_MAX_BODY_BYTES)"),
+    415: ("UnsupportedMediaType", "A body that is not application/json (UTF-8)"),
+    422: (
+        "InvalidInput",
+        "Invalid input: each refused field is named (a NUL in a parameter; on a command, the "
+        "body's members, or an Idempotency-Key used before with another body)",
+    ),
     500: ("Internal", "Internal error (its id is in the log)"),
 }
 
@@ -232,13 +246,12 @@ def _operation(name: str, entrypoint: LavoroHttp, fn: Any) -> tuple[str, str, di
     if content:
         ok["content"] = content
     responses: dict[str, Any] = {str(status): ok}
-    errors = [500]
+    # Any request may carry a bad X-Correlation-Id (400) or a NUL in a parameter (422).
+    errors = [400, 422, 500]
     if not entrypoint.public:
         errors += [401, 403]
     if entrypoint.is_command:
-        errors += [400, 409, 422]
-    elif documented.query is not None:
-        errors += [422]
+        errors += [409, 413, 415]
     if "{" in path:
         errors += [404]
     for code in sorted(set(errors)):
@@ -255,8 +268,10 @@ def _operation(name: str, entrypoint: LavoroHttp, fn: Any) -> tuple[str, str, di
     if description:
         operation["description"] = description
     if entrypoint.is_command and entrypoint.schema is not None:
+        # An empty body loads as {}: it may be left out when the schema requires no member.
+        required = any(field.required for field in entrypoint.schema.fields.values())
         operation["requestBody"] = {
-            "required": True,
+            "required": required,
             "content": {"application/json": {"schema": entrypoint.schema}},
         }
     method = entrypoint.method.split(",")[0].lower()

@@ -76,6 +76,7 @@ class Persons:
             reason=reason,
             actor=cmd.actor,
             command_id=cmd.id,
+            command_digest=cmd.digest,  # the same key with another body is refused (422)
             correlation_id=cmd.correlation_id,
         )
         return Outcome(tuple(result.events), repeated=result.duplicate).naming(person_id=person_id)

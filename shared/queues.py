@@ -18,6 +18,8 @@ from kombu import Queue, binding
 from nameko.messaging import QueueConsumer
 from nameko.standalone.events import get_event_exchange
 
+from shared.broker import connection_name, name_connection
+
 if TYPE_CHECKING:
     from shared.consumer import EventDispatcher, HandlesEntrypoint
 
@@ -44,14 +46,11 @@ class EventQueueConsumer(QueueConsumer):
 
     @property
     def connection(self) -> Any:
-        # Named, so that operators (and tests) can find it in `rabbitmqctl list_connections`.
-        conn = super().connection
-        options = dict(conn.transport_options or {})
-        properties = dict(options.get("client_properties") or {})
-        properties.setdefault("connection_name", f"lavoro-consumer-{self.container.service_name}")
-        options["client_properties"] = properties
-        conn.transport_options = options
-        return conn
+        # Named, so that operators (and tests) can find it in `rabbitmqctl list_connections`;
+        # kombu's ConsumerMixin reconnects it, under the same name, when the broker drops it.
+        return name_connection(
+            super().connection, connection_name("consumer", self.container.service_name)
+        )
 
     def handle_message(self, provider: Any, body: Any, message: Any) -> None:
         provider.handle_message(body, message)

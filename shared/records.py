@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from shared.canonical import canonical
@@ -20,6 +20,17 @@ from shared.chain import envelope_of, envelope_text
 from shared.clock import format_ts, parse_ts
 
 S = TypeVar("S")
+
+
+def prefixed(prefix: str) -> Callable[[str], str]:
+    """Names made of a prefix and an id, the one convention of stream names and derived ids:
+    `call_stream = prefixed("call")` gives `call_stream("42") == "call-42"`."""
+
+    def name(id_: str) -> str:
+        return f"{prefix}-{id_}"
+
+    name.__qualname__ = name.__name__ = f"{prefix}_name"
+    return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +46,10 @@ class NewEvent:
 
 # Not frozen: the log builds one per row read, and a frozen dataclass is several times slower to
 # construct (replays read hundreds of thousands).
+
+Events = Sequence[NewEvent]  # what one append adds to one stream, in order
+
+
 @dataclasses.dataclass(slots=True)
 class RecordedEvent:
     position: int

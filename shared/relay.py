@@ -3,7 +3,9 @@
 A relay reads its service's log after its checkpoint and publishes every event, in log order, to
 the topic exchange `<service>.events` (declared exactly as nameko declares event exchanges), with
 routing key = event type, so a plain nameko `@event_handler("<service>", "<type>")` elsewhere
-consumes it. Public event types also go, as CloudEvents 1.0 structured JSON, to `lavoro.public`.
+consumes it. Every message carries the AMQP `user_id` of the relay's broker user, which RabbitMQ
+checks against the connection: consumers use it to refuse events published in this service's
+name by anyone else (shared/broker.py). Public event types also go, as CloudEvents 1.0 structured JSON, to `lavoro.public`.
 
 Delivery is at-least-once and never loses an event: the channel is in confirm mode, a batch is
 published and then confirmed as a whole (one wait per batch, not one round trip per message), and
@@ -47,6 +49,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from shared import failover
 from shared import tables as t
+from shared.broker import broker_user, client_properties, connection_name
 from shared.clock import UTC
 from shared.db import is_sqlite, write_transaction
 from shared.dependencies import log_for
@@ -56,6 +59,7 @@ from shared.records import RecordedEvent
 
 PUBLIC_EXCHANGE = "lavoro.public"
 PERSISTENT = 2
+_IDLE_READ = 0.01  # seconds a pass waits for frames the broker sent while the relay was idle
 
 
 class PublishFailed(Exception):
@@ -113,7 +117,10 @@ class Relay:
         self.lock_retry = lock_retry
         self.backoff = backoff
         # Set as client property, so an operator (or a test) can find it in `list_connections`.
-        self.connection_name = f"lavoro-relay-{service}"
+        self.connection_name = connection_name("relay", service)
+        # Stamped on every message; the broker refuses it unless it is the connection's user,
+        # so a consumer can tell this service's events from anyone else's (shared/broker.py).
+        self.user_id = broker_user(amqp_uri)
         self.published = 0  # events this object published and had confirmed
         self.reconnects = 0  # failed passes it recovered from
         self.state = "stopped"  # "standby" (waiting for the lock), "leading", "stopped"
@@ -237,13 +244,14 @@ class Relay:
 
     def _lead(self) -> None:
         attempt = 0
+        idle = False  # the last wait ended by the poll timer, not by a commit
         while not self._stop.is_set():
             if not self.lock.still_held():
                 self._logger.warning("relay.lost_lock", lock=self.lock.name)
                 return
             self._wake.clear()
             try:
-                self._guarded_pass(self._stop)
+                self._guarded_pass(self._stop, idle=idle)
                 attempt = 0
             except RETRYABLE as exc:
                 attempt += 1
@@ -258,7 +266,7 @@ class Relay:
                 )
                 self._stop.wait(delay)
                 continue
-            self._wake.wait(self.poll_interval)
+            idle = not self._wake.wait(self.poll_interval)
 
     def _delay(self, attempt: int) -> float:
         low, high = self.backoff
@@ -275,17 +283,19 @@ class Relay:
 
     # -- one pass ----------------------------------------------------------------------------
 
-    def _guarded_pass(self, stop: threading.Event | None) -> int:
+    def _guarded_pass(self, stop: threading.Event | None, *, idle: bool = False) -> int:
         with self._pass_lock:
             try:
-                return self._pass(stop)
+                return self._pass(stop, idle)
             except BaseException:
                 self._disconnect(polite=False)
                 raise
 
-    def _pass(self, stop: threading.Event | None) -> int:
+    def _pass(self, stop: threading.Event | None, idle: bool = False) -> int:
         if self._conn is None:
             self._connect()
+        elif idle:
+            self._read_pending()
         after = self.checkpoint()
         total = 0
         while stop is None or not stop.is_set():
@@ -378,6 +388,7 @@ class Relay:
             message_id=event.id,
             type=event.type,
             app_id=self.service,
+            user_id=self.user_id,
             timestamp=int(event.recorded_at.timestamp()),
             application_headers=headers,
         )
@@ -406,6 +417,7 @@ class Relay:
             message_id=event.id,
             type=cloud.get_type(),
             app_id=self.service,
+            user_id=self.user_id,
             timestamp=int(event.recorded_at.timestamp()),
             application_headers=dict(wire.headers),
         )
@@ -435,7 +447,7 @@ class Relay:
             self.amqp_uri,
             first=self._node,
             connect_timeout=10,
-            client_properties={"connection_name": self.connection_name},
+            client_properties=client_properties(self.connection_name),
         )
         try:
             channel = conn.channel()
@@ -460,6 +472,19 @@ class Relay:
             connection_name=self.connection_name,
             node=failover.describe(failover.nodes(self.amqp_uri)[self._node]),
         )
+
+    def _read_pending(self) -> None:
+        """Read what the broker sent while the relay was idle (a pass after a quiet poll
+        interval). A relay with nothing to publish reads nothing, so without this it would not
+        see the broker close its connection (an operator's `close_connection`, a node going
+        down) until its next event. A close raises here, and the relay reconnects. A busy relay
+        reads the broker at every batch's confirms and needs no such look."""
+        assert self._conn is not None
+        try:
+            while True:
+                self._conn.drain_events(timeout=_IDLE_READ)
+        except TimeoutError:
+            return  # nothing more waiting: the connection is alive
 
     def _disconnect(self, *, polite: bool) -> None:
         conn, self._conn, self._channel = self._conn, None, None

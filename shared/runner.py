@@ -56,9 +56,15 @@ from shared.config import (  # noqa: E402
     service_config,
 )
 from shared.db import ROOT  # noqa: E402
+from shared.files import narrow_if_present, private_dir  # noqa: E402
+from shared.kek import KEK_FILE_KEY, KEK_KEY, Kek, write_kek  # noqa: E402
+from shared.ports import PortInUse, check_free  # noqa: E402
 
 DATABASE_SCHEMA_KEY = "DATABASE_SCHEMA"  # as shared.dependencies reads it
 WEB_SERVER_KEY = "WEB_SERVER_ADDRESS"
+# Where a service listens unless `<SERVICE>_HTTP` says otherwise: this machine only (compose, in
+# deploy/, sets 0.0.0.0 for the containers' network).
+LOCAL_HOST = "127.0.0.1"
 DEV_SUBJECTS = {"operator": "dev-operator", "auditor": "dev-auditor"}
 
 
@@ -82,9 +88,9 @@ def service_settings(spec: services.ServiceSpec, *, for_http: bool = True) -> di
     `for_http=False`: the caller only wants the database, so a service without a port of its own
     (a test's) needs no `<NAME>_HTTP` either."""
     if spec.port is not None:
-        default = f"0.0.0.0:{spec.port}"
+        default = f"{LOCAL_HOST}:{spec.port}"
     elif not for_http:
-        default = "0.0.0.0:0"
+        default = f"{LOCAL_HOST}:0"
     else:
         return service_config(spec.name)
     with _env_default(spec.http_env, default):
@@ -95,6 +101,18 @@ def database_of(spec: services.ServiceSpec) -> tuple[str, str | None]:
     """(url, schema) of the service's database, as its EventStore opens it."""
     settings = service_settings(spec, for_http=False)
     return str(settings[DATABASE_URL_KEY]), settings.get(DATABASE_SCHEMA_KEY)
+
+
+def check_address_free(spec: services.ServiceSpec, address: str) -> None:
+    """PortInUse, naming the service, unless it could listen at `address` now."""
+    from nameko.web.server import parse_address
+
+    host, port = parse_address(address)
+    try:
+        check_free(host, port)
+    except PortInUse as exc:
+        exc.strerror = f"{spec.name} {exc.strerror}"
+        raise
 
 
 def upgrade(spec: services.ServiceSpec) -> str:
@@ -128,6 +146,28 @@ def read_dev_token(role: str) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
+def var_dir() -> Path:
+    """lavoro's own folder (`LAVORO_VAR`, default `var/` in the checkout), 0700."""
+    return private_dir(os.environ.get("LAVORO_VAR") or ROOT / "var")
+
+
+def ensure_dev_kek() -> Path | None:
+    """The key-encryption key `lavoro run` gives its services when none is configured: made once
+    as `var/kek` (0600), kept across runs, and named in `LAVORO_KEK_FILE` for this process (its
+    migrations) and its children. None when `LAVORO_KEK_FILE` or `LAVORO_KEK` is set already.
+
+    Development only: it sits on the same disk as the databases it protects. Production gives
+    each service its KEK from a secret (deploy/compose.yaml)."""
+    if os.environ.get(KEK_FILE_KEY) or os.environ.get(KEK_KEY):
+        return None
+    path = var_dir() / "kek"
+    if not path.exists():
+        write_kek(path, Kek.generate())
+    narrow_if_present(path)
+    os.environ[KEK_FILE_KEY] = str(path)
+    return path
+
+
 def ensure_dev_tokens() -> dict[str, Path]:
     """An operator and an auditor token for the CLI, kept across runs: a token file whose hash
     is still in the tokens file is reused, otherwise a new token is issued (only its hash goes
@@ -143,6 +183,8 @@ def ensure_dev_tokens() -> dict[str, Path]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(token + "\n")
+        narrow_if_present(path)
+        narrow_if_present(file)
         written[role] = path
     return written
 
@@ -190,6 +232,10 @@ def serve(name: str) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         container.start()
+    except PortInUse as exc:  # a known refusal: one line, no traceback
+        log.error("service.failed_to_start", reason=str(exc))
+        container.kill()
+        return 1
     except Exception:
         log.exception("service.failed_to_start")
         container.kill()

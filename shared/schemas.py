@@ -9,6 +9,11 @@ with `Decimal` and aware UTC `datetime`s. The fields here fix the project's wire
 - `UtcDateTime`: an RFC 3339 timestamp with an offset (a naive one is refused, never guessed);
   loads an aware UTC `datetime`, dumps the log's one textual form (`shared.clock.format_ts`).
 - `LocalDate`: a calendar date, `YYYY-MM-DD` and nothing else.
+- Both take only dates in the plausible range, `EARLIEST_DATE` to `LATEST_DATE` (1900-01-01 to
+  2199-12-31; an instant within those days in any time zone, `EARLIEST_INSTANT` to
+  `LATEST_INSTANT` in UTC): 0001 or 9999 is a typo, and Bologna's day arithmetic
+  (`end_of_day`, a window, 80 days after a claim) must never leave Python's calendar (`?as_of=
+  9999-12-31` was an OverflowError). A stored payload dumps as stored, whatever its date.
 - `Personal(field)`: marks personal data. `shared.crypto` finds these fields by introspecting the
   schema and seals them per person before they enter an event (crypto-shredding); a personal
   field loads and dumps `ERASED` unchanged, so an erased event still passes its own schema.
@@ -33,8 +38,12 @@ from shared.errors import InvalidInput
 from shared.money import JsonFraction, format_money, parse_money
 
 __all__ = [
+    "EARLIEST_DATE",
+    "EARLIEST_INSTANT",
     "ERASED",
     "JsonFraction",  # shared.money's, for the HTTP edge, which reads JSON numbers with it
+    "LATEST_DATE",
+    "LATEST_INSTANT",
     "LocalDate",
     "Money",
     "Personal",
@@ -56,6 +65,23 @@ _RFC3339 = re.compile(
     re.ASCII,
 )
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+# Wide enough for a birth date and for a document kept years after the programme's last payment
+# (2021-2027, eligible to 2029); narrow enough that a day's arithmetic stays in the calendar.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2199, 12, 31)
+# An instant may be a day either side in UTC: those days begin and end at other UTC times in other
+# zones (Bologna's 1900-01-01 began on 31 December in UTC), and a window's end is the instant
+# that ends its last day.
+EARLIEST_INSTANT = dt.datetime.combine(EARLIEST_DATE - dt.timedelta(days=1), dt.time(), UTC)
+LATEST_INSTANT = dt.datetime.combine(LATEST_DATE + dt.timedelta(days=2), dt.time(), UTC)
+_OUT_OF_RANGE = f"Outside the plausible range, {EARLIEST_DATE} to {LATEST_DATE}."
+_INSTANT_OUT_OF_RANGE = (
+    f"Outside the plausible range, {EARLIEST_DATE} to {LATEST_DATE} (in any time zone)."
+)
+
+
+def _plausible(day: dt.date) -> bool:
+    return EARLIEST_DATE <= day <= LATEST_DATE
 
 
 # -- money ---------------------------------------------------------------------------------------
@@ -102,15 +128,22 @@ class UtcDateTime(fields.Field[dt.datetime]):
             "A timestamp needs a UTC offset (Z or +01:00): a time without one is ambiguous "
             "and is refused."
         ),
+        "range": _INSTANT_OUT_OF_RANGE,
     }
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> dt.datetime:
+        instant = self._parse(value)
+        if not EARLIEST_INSTANT <= instant < LATEST_INSTANT:
+            raise self.make_error("range")
+        return instant
+
+    def _parse(self, value: Any) -> dt.datetime:
         if isinstance(value, dt.datetime):
             if value.tzinfo is None:
                 raise self.make_error("naive")
-            return value.astimezone(UTC)
+            return self._in_utc(value)
         if not isinstance(value, str):
             raise self.make_error("invalid")
         match = _RFC3339.fullmatch(value)
@@ -125,24 +158,39 @@ class UtcDateTime(fields.Field[dt.datetime]):
             parsed = dt.datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}")
         except ValueError as error:  # 2024-02-30, 25:00, a leap second
             raise self.make_error("invalid") from error
-        return parsed.astimezone(UTC)
+        return self._in_utc(parsed)
+
+    def _in_utc(self, value: dt.datetime) -> dt.datetime:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as error:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+            raise self.make_error("range") from error
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
         if isinstance(value, str):  # a stored payload: normalise it through the same parser
-            value = self._deserialize(value, attr, None)
+            value = self._parse(value)
         return format_ts(value)
 
 
 class LocalDate(fields.Field[dt.date]):
     """A calendar date (a deadline, a birth date): exactly `YYYY-MM-DD`."""
 
-    default_error_messages = {"invalid": 'Not a date: give one such as "2024-03-01".'}
+    default_error_messages = {
+        "invalid": 'Not a date: give one such as "2024-03-01".',
+        "range": _OUT_OF_RANGE,
+    }
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> dt.date:
+        day = self._parse(value)
+        if not _plausible(day):
+            raise self.make_error("range")
+        return day
+
+    def _parse(self, value: Any) -> dt.date:
         if isinstance(value, dt.datetime):  # a datetime is a date to Python; not to us
             raise self.make_error("invalid")
         if isinstance(value, dt.date):
@@ -156,7 +204,7 @@ class LocalDate(fields.Field[dt.date]):
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         if isinstance(value, str):  # a stored payload: check it is a date
-            value = self._deserialize(value, attr, None)
+            value = self._parse(value)
         return None if value is None else value.isoformat()
 
 

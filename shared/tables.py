@@ -1,4 +1,4 @@
-"""The chassis tables every service database has. Alembic's first revision creates exactly these."""
+"""The chassis tables every service database has, as the chassis's Alembic revisions leave them."""
 
 from __future__ import annotations
 
@@ -80,6 +80,9 @@ commands = sa.Table(
     sa.Column("first_position", sa.BigInteger),
     sa.Column("last_position", sa.BigInteger),
     sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # SHA-256 of the request body that ran the command (NULL: none was given, or the row is
+    # older than revision 0003): the same id with another digest is refused.
+    sa.Column("request_digest", sa.String(64)),
 )
 
 snapshots = sa.Table(
@@ -91,11 +94,14 @@ snapshots = sa.Table(
     sa.Column("taken_at", UTCDateTime, nullable=False),
 )
 
+# A person's key, wrapped by a key-encryption key that is never in the database (shared/kek.py),
+# and the id of that KEK: a copy of the database alone opens nothing.
 person_keys = sa.Table(
     "person_keys",
     metadata,
     sa.Column("person_id", sa.String(100), primary_key=True),
-    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.Column("kek_id", sa.String(32), nullable=False),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 

@@ -14,14 +14,14 @@ import datetime as dt
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from shared.clock import UTC, Clock, FixedClock
 from shared.contracts import Contracts
 from shared.errors import ConcurrencyError
-from shared.records import Aggregate, AppendResult, Loaded, NewEvent, RecordedEvent
+from shared.records import Aggregate, AppendResult, Events, Loaded, NewEvent, RecordedEvent
 from shared.unit_of_work import Writer
 
 EPOCH = dt.datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
@@ -91,12 +91,7 @@ class _Writer:
         self.position = store.position
 
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, *, command_id: str | None = None
     ) -> AppendResult:
         if command_id is not None:
             earlier = self.store._commands.get(command_id, self.commands.get(command_id))

@@ -17,10 +17,12 @@ Every state change of every service walks this one path (STYLE.md, "One writer p
   first stream a plan loads is its gate), so a call taking many applications at once does not make
   most of them lose the race and decide again. Handlers are not gated: their transaction stays
   open until the consumer commits it with the inbox row, after the plan returns.
-- **Idempotent commands.** A command id (the HTTP `Idempotency-Key`) that ran before returns the
-  events its first run appended, `repeated=True`, without deciding again: the state has moved on
-  and deciding again would refuse what was already done. The first stream's append carries the
-  id, so two concurrent runs of one command append once.
+- **Idempotent commands.** A command id (the HTTP `Idempotency-Key`, scoped to actor and
+  endpoint) that ran before returns the events its first run appended, `repeated=True`, without
+  deciding again: the state has moved on and deciding again would refuse what was already done.
+  The first stream's append carries the id, so two concurrent runs of one command append once.
+  The store binds an HTTP command's id to its body's digest: the same id with another body
+  raises `IdempotencyKeyReused` (422) from `command_events` or that append.
 - **Contracts.** Each outgoing payload is checked against the schema registered for its type and
   version (`store.check_event`) before anything is appended: a bug must not reach the log, let
   alone the wire.
@@ -42,7 +44,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from shared.errors import ConcurrencyError
-from shared.records import Aggregate, AppendResult, Loaded, NewEvent, RecordedEvent
+from shared.records import Aggregate, AppendResult, Events, Loaded, NewEvent, RecordedEvent
 
 S = TypeVar("S")
 Decision = Mapping[str, Sequence[NewEvent]]
@@ -54,12 +56,7 @@ _log = structlog.get_logger("lavoro.unit_of_work")
 
 class Writer(Protocol):
     def append(
-        self,
-        stream: str,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        *,
-        command_id: str | None = None,
+        self, stream: str, expected_version: int, events: Events, *, command_id: str | None = None
     ) -> AppendResult: ...
 
 

@@ -16,11 +16,14 @@ calling, and hand a command to the service method already validated.
             return {"call_id": call_id, ...}                   # a plain value means 200
 
 Every request needs `Authorization: Bearer <token>` (shared.auth; 401/403 otherwise) unless its
-endpoint is declared `public=True`. A command also needs an `Idempotency-Key` header, which becomes
-the command id; its JSON body is loaded with the endpoint's marshmallow schema before the method is
-called. The correlation id comes from `X-Correlation-Id` or is made up, and is sent back in that
-header on every response. Actor, correlation id and command id go into the worker's context data
-(`worker_ctx.data`, keys below) so that the store stamps them on the events it appends.
+endpoint is declared `public=True`. A command also needs an `Idempotency-Key` header; the command
+id (`cmd.id`) is that key scoped to the actor and the endpoint (`scoped_command_id`), bound by the
+store to the digest of the body (the same id with another body is 422), and a second request with
+the same id while the first is being answered is 409. Its JSON body (shared.request_body) is loaded
+with the endpoint's marshmallow schema before the method is called. The correlation id comes from
+`X-Correlation-Id` or is made up, and is sent back in that header on every response. Actor,
+correlation id and command id go into the worker's context data (`worker_ctx.data`, keys below)
+so that the store stamps them on the events it appends.
 
 Every response is JSON. Errors take their status and body from shared.errors (the one mapping);
 a marshmallow ValidationError is `InvalidInput` (422, each field named); anything unexpected is a
@@ -30,18 +33,20 @@ traceback under that id, never shown to the client.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
 import enum
 import functools
+import hashlib
 import inspect
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from eventlet import wsgi
@@ -55,9 +60,18 @@ from werkzeug.wrappers import Request, Response
 
 from shared.auth import COMMAND, READ, Principal, Tokens, authorise, bearer_token
 from shared.clock import format_ts
-from shared.errors import InvalidInput, LavoroError, Unauthorized
+from shared.config import MAX_BODY_BYTES_KEY, ConfigError
+from shared.errors import (
+    IDEMPOTENCY_HEADER,
+    CommandInFlight,
+    InvalidInput,
+    LavoroError,
+    Unauthorized,
+)
 from shared.logs import bind_request, get_logger
-from shared.schemas import JsonFraction, invalid_input
+from shared.ports import listen
+from shared.request_body import check_media_type, digest, parse_json, read_body
+from shared.schemas import invalid_input
 from shared.unit_of_work import Outcome
 
 # Keys of nameko's worker context data (worker_ctx.data) that the store dependency reads.
@@ -65,12 +79,13 @@ ACTOR_KEY = "lavoro.actor"
 ROLE_KEY = "lavoro.role"
 CORRELATION_ID_KEY = "lavoro.correlation_id"
 COMMAND_ID_KEY = "lavoro.command_id"
+IDEMPOTENCY_KEY_KEY = "lavoro.idempotency_key"
+REQUEST_DIGEST_KEY = "lavoro.request_digest"
 
 CORRELATION_HEADER = "X-Correlation-Id"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_IDEMPOTENCY_KEY = 200  # the log's `commands.command_id` column
+MAX_IDEMPOTENCY_KEY = 200  # the log keeps a digest of it (scoped_command_id), not the key
 MAX_CORRELATION_ID = 36  # the log's `events.correlation_id` column (a UUID)
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # the default of LAVORO_MAX_BODY_BYTES
 JSON_TYPE = "application/json"
 
 _ENVIRON_KEY = "lavoro.request"
@@ -114,7 +129,9 @@ class RequestContext:
     correlation_id: str
     actor: str | None = None
     role: str | None = None
-    command_id: str | None = None
+    command_id: str | None = None  # a command's id: its Idempotency-Key, scoped
+    idempotency_key: str | None = None  # as the client sent it
+    request_digest: str | None = None  # what the command id is bound to
 
     def context_data(self) -> dict[str, str]:
         values = {
@@ -122,24 +139,38 @@ class RequestContext:
             ACTOR_KEY: self.actor,
             ROLE_KEY: self.role,
             COMMAND_ID_KEY: self.command_id,
+            IDEMPOTENCY_KEY_KEY: self.idempotency_key,
+            REQUEST_DIGEST_KEY: self.request_digest,
         }
         return {k: v for k, v in values.items() if v is not None}
+
+
+def scoped_command_id(actor: str, method: str, path: str, key: str) -> str:
+    """The id the log records for a command: its Idempotency-Key within the actor and the
+    endpoint (method and path), so that the same key from another actor or on another endpoint
+    is another command. A digest, so that it fits the log's column whatever its parts."""
+    scope = json.dumps([actor, method.upper(), path, key], ensure_ascii=True)
+    return hashlib.sha256(scope.encode("ascii")).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
 class CommandRequest:
     """What a command endpoint hands its method: the loaded body and who/what/why."""
 
-    id: str  # the Idempotency-Key: the command id
+    id: str  # the command id: the Idempotency-Key scoped to actor and endpoint (run it with this)
     data: Any  # what the endpoint's schema loaded (the parsed JSON object without a schema)
     actor: str
     role: str
     correlation_id: str
     request: Request
+    key: str = ""  # the Idempotency-Key as sent
+    digest: str | None = None  # SHA-256 of the body, which the command id is bound to
 
     @property
     def context(self) -> RequestContext:
-        return RequestContext(self.correlation_id, self.actor, self.role, self.id)
+        return RequestContext(
+            self.correlation_id, self.actor, self.role, self.id, self.key or None, self.digest
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,16 +235,14 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
-def _json_body(request: Request) -> Any:
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        return {}  # a command with nothing to say, e.g. POST /calls/<id>/close
-    try:
-        # Exact, never through a float; and marked, so that Money refuses a number with a fraction.
-        return json.loads(raw.decode("utf-8"), parse_float=JsonFraction)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        message = f"not valid JSON: {exc}"
-        raise LavoroError(f"request body is {message}", fields={"body": [message]}) from exc
+def _refuse_nul(kind: str, pairs: Iterable[tuple[str, Any]]) -> None:
+    """A NUL in a path or query parameter (422 naming it): PostgreSQL refuses it in text,
+    SQLite keeps it, and the two stores must answer alike."""
+    bad = [name for name, value in pairs if "\x00" in name or "\x00" in str(value)]
+    if bad:
+        reason = f"{kind} parameter contains a NUL character"
+        fields = {name.replace("\x00", "\\u0000"): [reason] for name in bad}
+        raise InvalidInput(f"invalid input: {', '.join(fields)}: {reason}", fields=fields)
 
 
 class JsonWsgiApp(WsgiApp):
@@ -238,6 +267,21 @@ class JsonWsgiApp(WsgiApp):
         return response(environ, start_response)
 
 
+def _max_body_bytes(config: Mapping[str, Any]) -> int:
+    value = config.get(MAX_BODY_BYTES_KEY)
+    if value is None or value == "":
+        return MAX_BODY_BYTES
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        limit = 0
+    if limit < 1 or isinstance(value, bool):
+        raise ConfigError(
+            f"{MAX_BODY_BYTES_KEY}={value!r}: expected a whole number of bytes, 1 or more"
+        )
+    return limit
+
+
 class _EventletLog:
     """eventlet's server log: its access line repeats the entrypoint's (which has the correlation
     id), so it goes to debug; its errors stay errors."""
@@ -259,8 +303,12 @@ class LavoroWebServer(WebServer):
     request written by the entrypoint (with the correlation id) instead of eventlet's."""
 
     tokens: Tokens
+    max_body_bytes: int = MAX_BODY_BYTES
+    _running: set[str]  # the command ids being answered (in_flight)
 
     def setup(self) -> None:
+        self.max_body_bytes = _max_body_bytes(self.container.config)
+        self._running = set()
         # Loaded at start so that a malformed or missing tokens file stops the service at once.
         self.tokens = Tokens.from_config(self.container.config)
         if not self.tokens.entries:
@@ -269,8 +317,36 @@ class LavoroWebServer(WebServer):
                 tokens_file=str(self.tokens.path),
             )
 
+    def start(self) -> None:
+        # nameko's start, on a listener of its own: eventlet's listen would set SO_REUSEPORT and
+        # let a second system listen on the same port unnoticed (shared.ports).
+        if not self._starting:  # type: ignore[has-type]
+            self._starting = True
+            self._sock = listen(self.bind_addr)
+            # As nameko does: kombu may have set a global socket timeout (celery/kombu#838).
+            self._sock.settimeout(None)
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
+
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
+
+    @contextlib.contextmanager
+    def in_flight(self, command_id: str | None) -> Iterator[None]:
+        """The command runs while this block does; CommandInFlight (409) if a request of the
+        same command id is still being answered here. (Across replicas the log decides once the
+        first commits: the second answers as its repeat.)"""
+        if command_id is None:
+            yield
+            return
+        # No yield to the hub between the test and the add: green threads cannot interleave.
+        if command_id in self._running:
+            raise CommandInFlight()
+        self._running.add(command_id)
+        try:
+            yield
+        finally:
+            self._running.discard(command_id)
 
     def get_wsgi_server(  # type: ignore[override]
         self, sock: Any, wsgi_app: Any, protocol: Any = HttpOnlyProtocol, debug: bool = False
@@ -350,7 +426,6 @@ class LavoroHttp(HttpRequestHandler):
     def handle_request(self, request: Request) -> Response:
         started = time.monotonic()
         request.shallow = False
-        request.max_content_length = MAX_BODY_BYTES
         correlation_id, header_error = _supplied_correlation_id(request)
         principal: Principal | None = None
         with bind_request(correlation_id, method=request.method, path=request.path):
@@ -363,15 +438,17 @@ class LavoroHttp(HttpRequestHandler):
                 context, args = self._arguments(request, correlation_id, principal)
                 kwargs = request.path_values  # type: ignore[attr-defined]
                 self.check_signature(args, kwargs)
-                event = Event()
-                self.container.spawn_worker(
-                    self,
-                    args,
-                    kwargs,
-                    context_data=context.context_data(),
-                    handle_result=functools.partial(self.handle_result, event),
-                )
-                response = self.response_from_result(event.wait())
+                with self.server.in_flight(context.command_id):
+                    event = Event()
+                    self.container.spawn_worker(
+                        self,
+                        args,
+                        kwargs,
+                        context_data=context.context_data(),
+                        handle_result=functools.partial(self.handle_result, event),
+                    )
+                    result = event.wait()
+                response = self.response_from_result(result)
             except Exception as exc:
                 response = self.error_response(exc, correlation_id)
             response.headers[CORRELATION_HEADER] = correlation_id
@@ -391,6 +468,8 @@ class LavoroHttp(HttpRequestHandler):
     ) -> tuple[RequestContext, tuple[Any, ...]]:
         """The request's context and the method's arguments: the request for a read, a
         CommandRequest (Idempotency-Key checked, body loaded) for a command."""
+        _refuse_nul("path", request.path_values.items())  # type: ignore[attr-defined]
+        _refuse_nul("query", request.args.items(multi=True))
         if not self.is_command:
             if principal is None:  # a public read; a command is never public
                 context = RequestContext(correlation_id)
@@ -401,10 +480,16 @@ class LavoroHttp(HttpRequestHandler):
                 return context, (request,)
             return context, (QueryRequest(self.args.load(request.args.to_dict()), request),)
         assert principal is not None
-        command_id = _idempotency_key(request)
-        context = RequestContext(correlation_id, principal.subject, principal.role, command_id)
+        key = _idempotency_key(request)
+        command_id = scoped_command_id(principal.subject, request.method, request.path, key)
+        raw = read_body(request, self.server.max_body_bytes)
+        check_media_type(request, raw)
+        body = parse_json(raw)
+        body_digest = digest(raw)
+        context = RequestContext(
+            correlation_id, principal.subject, principal.role, command_id, key, body_digest
+        )
         request.environ[_ENVIRON_KEY] = context
-        body = _json_body(request)
         if self.schema is not None:
             data = self.schema.load(body)
         elif isinstance(body, dict):
@@ -415,7 +500,14 @@ class LavoroHttp(HttpRequestHandler):
                 fields={"_schema": ["the body must be a JSON object"]},
             )
         cmd = CommandRequest(
-            command_id, data, principal.subject, principal.role, correlation_id, request
+            command_id,
+            data,
+            principal.subject,
+            principal.role,
+            correlation_id,
+            request,
+            key,
+            body_digest,
         )
         return context, (cmd,)
 
@@ -474,7 +566,10 @@ def _bind_logs_in_worker(fn: F) -> F:
         if context is None:
             return fn(self, first, *args, **kwargs)
         with bind_request(
-            context.correlation_id, actor=context.actor, command_id=context.command_id
+            context.correlation_id,
+            actor=context.actor,
+            command_id=context.command_id,
+            idempotency_key=context.idempotency_key,
         ):
             return fn(self, first, *args, **kwargs)
 

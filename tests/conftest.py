@@ -15,6 +15,10 @@ import uuid  # noqa: E402
 
 import pytest  # noqa: E402
 
+# Services that seal personal data refuse to start without a key-encryption key: the tests' own,
+# as the environment would give it (tests about KEKs make and pass their own).
+os.environ.setdefault("LAVORO_KEK", "5Z1v8y2R0wq7bN4kT6mH3pX9cL1fJ8dA0sE2uW7iY4o")
+
 from shared.green import patch_psycopg  # noqa: E402
 
 patch_psycopg()

@@ -1,7 +1,8 @@
 """The calls service's HTTP schemas: what a command's body must be (422 naming each field
 otherwise), the query parameters of the reads, and what the reads answer: the schemas that dump
 read-model rows to JSON (Decimal amounts as strings, dates and instants in the wire forms) and
-that OpenAPI documents. A command answers in the chassis's one reply shape
+that OpenAPI documents; each takes its fields from its table's columns (`shared.rows.RowSchema`)
+and declares only what differs. A command answers in the chassis's one reply shape
 (`shared.unit_of_work.Outcome.reply`).
 
 Inputs check shape and ranges; the rules that depend on a call (weights summing to 100, a score
@@ -20,7 +21,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate
 
-from shared.schemas import LocalDate, Money, Personal, Schema, UtcDateTime
+from shared.rows import RowSchema
+from shared.schemas import LocalDate, Money, Personal, Schema
 
 from . import commands
 from .commands import (
@@ -32,6 +34,7 @@ from .commands import (
     REJECTION_REASONS,
     TRANCHE_KINDS,
 )
+from .readmodels import tables
 
 APPLICATION_STATES = (
     "submitted",
@@ -290,51 +293,31 @@ class AlertsQuery(Schema):
 # -- what the reads answer ----------------------------------------------------------------------
 
 
-class CallOut(Schema):
-    call_id = fields.String()
-    title = fields.String()
-    reference = fields.String()
-    kind = fields.String()
-    budget_line = fields.String()
-    project_cup = fields.String()
-    status = fields.String()
-    budget = Money()
-    reserved = Money()
+class CallOut(RowSchema):
+    """A call's row, its terms (criteria, bonuses, tie-break) opened out."""
+
+    class Meta:
+        table = tables.calls
+        exclude = ("terms", "updated_at")
+
     available = Money(metadata={"description": "budget minus the awards that hold money"})
-    award_cap = Money()
-    max_share = fields.String()
-    opens_on = LocalDate()
-    closes_on = LocalDate()
-    opens_at = UtcDateTime()
-    closes_at = UtcDateTime()
     criteria = fields.List(fields.Nested(CriterionIn))
     bonuses = fields.Dict(keys=fields.String(), values=fields.Integer())
     tie_break = fields.List(fields.String())
-    applications = fields.Integer()
-    ranking_approved_on = LocalDate(allow_none=True)
 
 
 class CallsOut(Schema):
     calls = fields.List(fields.Nested(CallOut))
 
 
-class ApplicationOut(Schema):
-    application_id = fields.String()
-    call_id = fields.String()
-    seq = fields.Integer()
-    public_reference = fields.String()
-    applicant_kind = fields.String()
-    project_title = fields.String()
-    eligible_cost = Money()
-    requested_amount = Money()
-    jobs_created = fields.Integer()
-    bonus = fields.Integer()
-    status = fields.String()
-    reason = fields.String(allow_none=True)
-    sessions = fields.Integer()
+class ApplicationOut(RowSchema):
+    """An application's row, without its applicant (personal data, sealed)."""
+
+    class Meta:
+        table = tables.applications
+        exclude: tuple[str, ...] = ("person_id", "applicant", "updated_at")
+
     scores = fields.Dict(keys=fields.String(), values=fields.Integer())
-    award_id = fields.String(allow_none=True)
-    submitted_at = UtcDateTime()
 
 
 class ApplicationsOut(Schema):
@@ -343,6 +326,11 @@ class ApplicationsOut(Schema):
 
 
 class ApplicationDetailOut(ApplicationOut):
+    """An application with its applicant as stored, opened for the reader."""
+
+    class Meta(ApplicationOut.Meta):
+        exclude = ("person_id", "updated_at")
+
     applicant = fields.Dict(
         allow_none=True,
         metadata={
@@ -351,17 +339,14 @@ class ApplicationDetailOut(ApplicationOut):
     )
 
 
-class RankingEntryOut(Schema):
-    position = fields.Integer()
-    application_id = fields.String()
-    public_reference = fields.String()
+class RankingEntryOut(RowSchema):
+    class Meta:
+        table = tables.ranking_entries
+        exclude = ("call_id",)
+
     scores = fields.Dict(keys=fields.String(), values=fields.Integer())
-    weighted = fields.String()
-    bonus = fields.Integer()
+    weighted = fields.String()  # points, not euros: as the ranking wrote them
     total = fields.String()
-    award_id = fields.String(allow_none=True)
-    awarded = Money(allow_none=True)
-    award_status = fields.String(allow_none=True)
 
 
 class RankingOut(Schema):
@@ -372,44 +357,23 @@ class RankingOut(Schema):
     ranking = fields.List(fields.Nested(RankingEntryOut))
 
 
-class TrancheOut(Schema):
-    tranche_id = fields.String()
-    kind = fields.String()
-    amount = Money()
-    status = fields.String()
-    claim_reference = fields.String()
-    claim_date = LocalDate()
-    payment_id = fields.String(allow_none=True)
-    paid_on = LocalDate(allow_none=True)
-    reason = fields.String(allow_none=True)
+class TrancheOut(RowSchema):
+    class Meta:
+        table = tables.tranches
+        exclude = ("award_id", "seq", "requested_at")
 
 
-class ReportOut(Schema):
-    report_id = fields.String()
-    amount = Money()
-    period_from = LocalDate()
-    period_to = LocalDate()
-    description = fields.String()
-    reported_on = LocalDate()
+class ReportOut(RowSchema):
+    class Meta:
+        table = tables.expenditure_reports
+        exclude = ("award_id", "seq")
 
 
-class AwardOut(Schema):
-    award_id = fields.String()
-    call_id = fields.String()
-    application_id = fields.String()
-    public_reference = fields.String()
-    position = fields.Integer()
-    amount = Money()
-    status = fields.String()
-    reference = fields.String()
-    awarded_on = LocalDate()
-    awarded_at = UtcDateTime()
-    commitment_id = fields.String(allow_none=True)
-    in_tranches = Money()
-    paid = Money()
-    expenditure = Money()
-    reason = fields.String(allow_none=True)
-    overdue = fields.Boolean()
+class AwardOut(RowSchema):
+    class Meta:
+        table = tables.awards
+        exclude = ("updated_at",)
+
     tranches = fields.List(fields.Nested(TrancheOut))
     expenditure_reports = fields.List(fields.Nested(ReportOut))
 
@@ -418,15 +382,9 @@ class AwardsOut(Schema):
     awards = fields.List(fields.Nested(AwardOut))
 
 
-class AlertOut(Schema):
-    alert_id = fields.String()
-    kind = fields.String()
-    award_id = fields.String()
-    call_id = fields.String()
-    awarded_at = UtcDateTime()
-    raised_at = UtcDateTime()
-    resolved_at = UtcDateTime(allow_none=True)
-    resolution = fields.String(allow_none=True)
+class AlertOut(RowSchema):
+    class Meta:
+        table = tables.alerts
 
 
 class AlertsOut(Schema):

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from shared.records import prefixed
+
 KINDS = ("self_employment", "social_innovation")
 BUDGET_LINES = ("employment_services", "safeguarding", "labour_policies")
 PRIORITIES = (
@@ -45,12 +47,8 @@ def derived_id(*parts: str) -> str:
     return str(uuid.uuid5(_IDS, "/".join(parts)))
 
 
-def call_stream(call_id: str) -> str:
-    return f"call-{call_id}"
-
-
-def award_stream(award_id: str) -> str:
-    return f"award-{award_id}"
+call_stream = prefixed("call")  # a call and its applications
+award_stream = prefixed("award")  # an award and its tranches
 
 
 # -- the commands --------------------------------------------------------------------------------

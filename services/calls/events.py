@@ -104,15 +104,6 @@ class CallClosedV1(Schema):
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
-class CallClosedPublic(Schema):
-    """Whether the call closed early, not the office's free-text reason (like every reason)."""
-
-    call_id = _id()
-    closed_at = UtcDateTime(required=True)
-    applications = fields.Integer(required=True)
-    early = fields.Boolean(load_default=False)
-
-
 # -- applications --------------------------------------------------------------------------------
 
 
@@ -157,15 +148,6 @@ class ApplicationSubmittedV1(Schema):
     submitted_at = UtcDateTime(required=True)
 
 
-class ApplicationSubmittedPublic(Schema):
-    """No applicant, no title (it may name a person), no bonus (it tells the priorities)."""
-
-    call_id = _id()
-    application_id = _id()
-    public_reference = fields.String(required=True)
-    submitted_at = UtcDateTime(required=True)
-
-
 class ApplicationRefV1(Schema):
     """`application_admitted` v1."""
 
@@ -176,10 +158,6 @@ class ApplicationRefV1(Schema):
 class ApplicationRejectedV1(ApplicationRefV1):
     reason = _one_of(REJECTION_REASONS)
     note = fields.String(allow_none=True, required=True)
-
-
-class ApplicationRejectedPublic(ApplicationRefV1):
-    reason = _one_of(REJECTION_REASONS)
 
 
 class AccompanimentStartedV1(ApplicationRefV1):
@@ -266,29 +244,26 @@ class GrantSuspendedV1(Schema):
     available = Money(required=True, allow_none=True)
 
 
-class TrancheRequestedV1(Schema):
+class TrancheRefV1(Schema):
+    """What every tranche event names first: the tranche, its award, kind and amount."""
+
     award_id = _id()
     tranche_id = _id()
     kind = _one_of(TRANCHE_KINDS)
     amount = Money(required=True)
+
+
+class TrancheRequestedV1(TrancheRefV1):
     claim_reference = fields.String(required=True)
     claim_date = LocalDate(required=True)
 
 
-class TranchePaidV1(Schema):
-    award_id = _id()
-    tranche_id = _id()
-    kind = _one_of(TRANCHE_KINDS)
-    amount = Money(required=True)
+class TranchePaidV1(TrancheRefV1):
     payment_id = _id()
     paid_on = LocalDate(required=True)
 
 
-class TrancheRejectedV1(Schema):
-    award_id = _id()
-    tranche_id = _id()
-    kind = _one_of(TRANCHE_KINDS)
-    amount = Money(required=True)
+class TrancheRejectedV1(TrancheRefV1):
     reason = fields.String(required=True)
     remaining = Money(required=True, allow_none=True)
 
@@ -303,26 +278,10 @@ class ExpenditureReportedV1(Schema):
     reported_on = LocalDate(required=True)
 
 
-class ExpenditureReportedPublic(Schema):
-    award_id = _id()
-    report_id = _id()
-    amount = Money(required=True)
-    period_from = LocalDate(required=True)
-    period_to = LocalDate(required=True)
-    reported_on = LocalDate(required=True)
-
-
 class GrantRevokedV1(Schema):
     award_id = _id()
     call_id = _id()
     reason = fields.String(required=True)
-    revoked_on = LocalDate(required=True)
-    paid = Money(required=True)
-
-
-class GrantRevokedPublic(Schema):
-    award_id = _id()
-    call_id = _id()
     revoked_on = LocalDate(required=True)
     paid = Money(required=True)
 
@@ -363,6 +322,43 @@ EVENTS: dict[str, tuple[int, type[Schema]]] = {
 
 # What partners may see. Internal: call_drafted (not yet public), accompaniment and co-design
 # (minutes), scores before the ranking, the call's own bookkeeping of money, the alert.
+
+
+def _public(event_schema: type[Schema], *members: str) -> type[Schema]:
+    """The public schema of an event: its own schema, dumping only `members`, each exactly as
+    the event declares it. An allow-list: a member the event's schema has and this list does
+    not name stays inside."""
+    declared = event_schema._declared_fields
+    unknown = [name for name in members if name not in declared]
+    if unknown:
+        raise ValueError(f"{event_schema.__name__} declares no {unknown}")
+    inside = tuple(name for name in declared if name not in members)
+    meta = type("Meta", (event_schema.Meta,), {"exclude": inside})
+    name = event_schema.__name__.removesuffix("V1") + "Public"
+    doc = f"{event_schema.__name__} as partners see it: {', '.join(members)}."
+    return type(name, (event_schema,), {"Meta": meta, "__doc__": doc})
+
+
+# Whether the call closed early, not the office's free-text reason (like every reason).
+CallClosedPublic = _public(CallClosedV1, "call_id", "closed_at", "applications", "early")
+# No applicant, no title (it may name a person), no bonus (it tells the priorities).
+ApplicationSubmittedPublic = _public(
+    ApplicationSubmittedV1, "call_id", "application_id", "public_reference", "submitted_at"
+)
+# The reason, never the office's note.
+ApplicationRejectedPublic = _public(ApplicationRejectedV1, "call_id", "application_id", "reason")
+# Neither the description (free text) nor, below, the reason of a revocation.
+ExpenditureReportedPublic = _public(
+    ExpenditureReportedV1,
+    "award_id",
+    "report_id",
+    "amount",
+    "period_from",
+    "period_to",
+    "reported_on",
+)
+GrantRevokedPublic = _public(GrantRevokedV1, "award_id", "call_id", "revoked_on", "paid")
+
 PUBLIC: dict[str, type[Schema]] = {
     "call_published": CallPublishedV1,
     "call_closed": CallClosedPublic,

@@ -19,12 +19,7 @@ from shared.errors import NotFound
 from shared.money import ZERO
 from shared.records import Aggregate, RecordedEvent
 
-
-@dataclasses.dataclass(frozen=True)
-class Criterion:
-    name: str
-    weight: int
-    max_score: int
+from .commands import CriterionTerms as Criterion  # as the call's terms set it: one dataclass
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,5 +6,5 @@ rules and decisions; entries.py the events it writes, answers.py its answers to 
 deadlines.py the rules of time). Edges: events.py (event payloads, public and consumed schemas,
 the contracts), api.py (HTTP schemas). I/O: handlers.py (the plans the unit of work runs),
 readmodels.py, queries/ (read models now or as of a day, reports), service.py (the nameko class).
-demo.py: the published programme as plausible documents.
+demo/: the published programme as plausible documents (its figures in seed.yaml).
 """

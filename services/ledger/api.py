@@ -1,6 +1,7 @@
 """The ledger's HTTP schemas: what a command's body must hold (422 naming the field otherwise) and
-what a read answers. The same schemas generate the OpenAPI document (shared/openapi.py), so the
-document cannot drift from what the service checks and sends."""
+what a read answers (a row's schema takes its fields from its read-model table's columns,
+`shared.rows.RowSchema`). The same schemas generate the OpenAPI document (shared/openapi.py), so
+the document cannot drift from what the service checks and sends."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import ValidationError, fields, validate
 
+from shared.rows import RowSchema
 from shared.schemas import LocalDate, Money, Schema
 
-from . import domain
+from . import domain, readmodels
 from .events import CUP, positive
 from .state import LINES
 
@@ -136,12 +138,10 @@ class FiguresOut(Schema):
     disbursed = Money()
 
 
-class LineFiguresOut(Schema):
-    budget_line = fields.String()
-    programmed = Money()
-    admitted = Money()
-    legally_binding = Money()
-    disbursed = Money()
+class LineFiguresOut(RowSchema):
+    class Meta:
+        table = readmodels.lines
+        exclude = ("project_cup", "position")
 
 
 class ProgressOut(Schema):
@@ -152,20 +152,20 @@ class ProgressOut(Schema):
     budget_lines = fields.List(fields.Nested(LineFiguresOut))
 
 
-class ProjectOut(Schema):
-    project_cup = fields.String()
-    local_code = fields.String()
-    title = fields.String()
-    start_date = LocalDate()
-    plan_reference = fields.String()
+class ProjectOut(RowSchema):
+    class Meta:
+        table = readmodels.projects
+
     budget_lines = fields.List(fields.Nested(LineFiguresOut))
 
 
-class AdmissionOut(Schema):
-    act_id = fields.String()
-    act_reference = fields.String()
-    adopted_on = LocalDate()
-    amount = Money()
+class AdmissionOut(RowSchema):
+    """An act of admission: its rows, one a budget line, as one act."""
+
+    class Meta:
+        table = readmodels.admissions
+        exclude = ("project_cup", "budget_line", *readmodels.CAUSE)
+
     budget_lines = fields.List(fields.Nested(LineAmountIn))
 
 
@@ -183,41 +183,28 @@ class CauseOut(Schema):
     actor = fields.String(allow_none=True)
 
 
-class ReductionOut(Schema):
-    reduction_id = fields.String()
-    amount = Money()
-    reason = fields.String()
-    source_reference = fields.String()
-    reduced_on = LocalDate()
+class ReductionOut(RowSchema):
+    class Meta:
+        table = readmodels.reductions
+        exclude = ("commitment_id", "position", *readmodels.CAUSE)
+
     cause = fields.Nested(CauseOut)
 
 
-class PaymentOut(Schema):
-    payment_id = fields.String()
-    commitment_id = fields.String()
-    project_cup = fields.String()
-    budget_line = fields.String()
-    claim_reference = fields.String()
-    claim_date = LocalDate()
-    paid_on = LocalDate()
-    amount = Money()
-    award_id = fields.String(allow_none=True)
-    tranche_id = fields.String(allow_none=True)
+class PaymentOut(RowSchema):
+    class Meta:
+        table = readmodels.payments
+        exclude = ("position", *readmodels.CAUSE)
+
     cause = fields.Nested(CauseOut)
 
 
-class CommitmentOut(Schema):
-    commitment_id = fields.String()
-    project_cup = fields.String()
-    budget_line = fields.String()
-    kind = fields.String()
-    source_reference = fields.String()
-    signed_on = LocalDate()
-    original_amount = Money()
-    amount = Money()
-    paid = Money()
+class CommitmentOut(RowSchema):
+    class Meta:
+        table = readmodels.commitments
+        exclude = ("position", *readmodels.CAUSE)
+
     remaining = Money()
-    award_id = fields.String(allow_none=True)
     cause = fields.Nested(CauseOut)
     reductions = fields.List(fields.Nested(ReductionOut))
     payments = fields.List(fields.Nested(PaymentOut))

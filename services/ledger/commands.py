@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
-from shared.records import NewEvent
+from shared.records import NewEvent, prefixed
 
 KINDS = ("convention", "contract", "grant")
 # What a decision appends: the events of each stream, in order (the first stream carries the
@@ -24,12 +24,8 @@ KINDS = ("convention", "contract", "grant")
 Decision = dict[str, list[NewEvent]]
 
 
-def project_stream(cup: str) -> str:
-    return f"project-{cup}"
-
-
-def commitment_stream(commitment_id: str) -> str:
-    return f"commitment-{commitment_id}"
+project_stream = prefixed("project")  # a project's lines, each entry posted on them
+commitment_stream = prefixed("commitment")  # a commitment, its reductions and payments
 
 
 def slug(reference: str) -> str:
@@ -44,20 +40,15 @@ def commitment_id_for(kind: str, source_reference: str) -> str:
     return f"{kind}-{slug(source_reference)}"
 
 
-def grant_commitment_id(award_id: str) -> str:
-    return f"grant-{award_id}"
+grant_commitment_id = prefixed("grant")  # an award's commitment
 
 
 def payment_id_for(claim_reference: str) -> str:
     return f"claim-{slug(claim_reference)}"
 
 
-def tranche_payment_id(tranche_id: str) -> str:
-    return f"tranche-{tranche_id}"
-
-
-def revocation_reduction_id(award_id: str) -> str:
-    return f"revoked-{award_id}"
+tranche_payment_id = prefixed("tranche")  # a tranche's payment
+revocation_reduction_id = prefixed("revoked")  # the reduction of a revoked award's commitment
 
 
 @dataclasses.dataclass(frozen=True)

@@ -187,6 +187,8 @@ class _Incoming(Schema):
 
 
 class GrantAwardedV1(_Incoming):
+    into = domain.GrantAward
+
     award_id = _id(required=True)
     call_id = fields.String(required=True)
     application_id = fields.String(required=True)
@@ -196,12 +198,10 @@ class GrantAwardedV1(_Incoming):
     reference = fields.String(required=True, validate=validate.Length(min=1, max=200))
     awarded_on = LocalDate(required=True)
 
-    @ma.post_load
-    def to_command(self, data: dict[str, Any], **_: Any) -> domain.GrantAward:
-        return domain.GrantAward(**data)
-
 
 class TrancheRequestedV1(_Incoming):
+    into = domain.TrancheRequest
+
     award_id = _id(required=True)
     tranche_id = _id(required=True)
     kind = fields.String(required=True, validate=validate.OneOf(TRANCHE_KINDS))
@@ -209,19 +209,13 @@ class TrancheRequestedV1(_Incoming):
     claim_reference = fields.String(required=True, validate=validate.Length(min=1, max=200))
     claim_date = LocalDate(required=True)
 
-    @ma.post_load
-    def to_command(self, data: dict[str, Any], **_: Any) -> domain.TrancheRequest:
-        return domain.TrancheRequest(**data)
-
 
 class GrantRevokedV1(_Incoming):
+    into = domain.GrantRevocation
+
     award_id = _id(required=True)
     call_id = fields.String(required=True)
     revoked_on = LocalDate(required=True)
-
-    @ma.post_load
-    def to_command(self, data: dict[str, Any], **_: Any) -> domain.GrantRevocation:
-        return domain.GrantRevocation(**data)
 
 
 CONSUMED: dict[tuple[str, int], type[Schema]] = {

@@ -18,29 +18,37 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from shared.days import parse_date
 from shared.money import ZERO
 from shared.projections import Amount, Projection
 from shared.records import RecordedEvent
+from shared.rows import insert_row
 
 metadata = sa.MetaData()
 Reader = Callable[[Any], list[Any]]  # runs a SELECT, returns its rows
 
+# Each kind of value the books hold, its width written once.
+_CUP = sa.String(40)
+_LINE = sa.String(60)
+_ENTRY_ID = sa.String(120)  # a commitment's or a payment's: derived from its kind and reference
+_ID = sa.String(100)  # one another act or service gave: an admission, a reduction, an award
+_REFERENCE = sa.String(200)  # a document's reference
+_EVENT_ID = sa.String(36)
+
 projects = sa.Table(
     "ledger_projects",
     metadata,
-    sa.Column("project_cup", sa.String(40), primary_key=True),
+    sa.Column("project_cup", _CUP, primary_key=True),
     sa.Column("local_code", sa.String(40), nullable=False),
     sa.Column("title", sa.String(300), nullable=False),
     sa.Column("start_date", sa.Date, nullable=False),
-    sa.Column("plan_reference", sa.String(200), nullable=False),
+    sa.Column("plan_reference", _REFERENCE, nullable=False),
 )
 
 lines = sa.Table(
     "ledger_lines",
     metadata,
-    sa.Column("project_cup", sa.String(40), primary_key=True),
-    sa.Column("budget_line", sa.String(60), primary_key=True),
+    sa.Column("project_cup", _CUP, primary_key=True),
+    sa.Column("budget_line", _LINE, primary_key=True),
     sa.Column("position", sa.Integer, nullable=False),  # the order the plan lists them in
     sa.Column("programmed", Amount, nullable=False),
     sa.Column("admitted", Amount, nullable=False),
@@ -49,11 +57,16 @@ lines = sa.Table(
 )
 
 
+# What every entry keeps of its cause: the ledger event that recorded it, the other service's
+# event it answered, the correlation and the actor.
+CAUSE = ("event_id", "causation_id", "correlation_id", "actor")
+
+
 def _cause_columns() -> list[sa.Column[Any]]:
     return [
-        sa.Column("event_id", sa.String(36), nullable=False),
-        sa.Column("causation_id", sa.String(36)),
-        sa.Column("correlation_id", sa.String(36)),
+        sa.Column("event_id", _EVENT_ID, nullable=False),
+        sa.Column("causation_id", _EVENT_ID),
+        sa.Column("correlation_id", _EVENT_ID),
         sa.Column("actor", sa.String(200)),
     ]
 
@@ -61,10 +74,10 @@ def _cause_columns() -> list[sa.Column[Any]]:
 admissions = sa.Table(
     "ledger_admissions",
     metadata,
-    sa.Column("project_cup", sa.String(40), primary_key=True),
-    sa.Column("act_id", sa.String(100), primary_key=True),
-    sa.Column("budget_line", sa.String(60), primary_key=True),
-    sa.Column("act_reference", sa.String(200), nullable=False),
+    sa.Column("project_cup", _CUP, primary_key=True),
+    sa.Column("act_id", _ID, primary_key=True),
+    sa.Column("budget_line", _LINE, primary_key=True),
+    sa.Column("act_reference", _REFERENCE, nullable=False),
     sa.Column("adopted_on", sa.Date, nullable=False),
     sa.Column("amount", Amount, nullable=False),
     *_cause_columns(),
@@ -73,16 +86,16 @@ admissions = sa.Table(
 commitments = sa.Table(
     "ledger_commitments",
     metadata,
-    sa.Column("commitment_id", sa.String(120), primary_key=True),
-    sa.Column("project_cup", sa.String(40), nullable=False, index=True),
-    sa.Column("budget_line", sa.String(60), nullable=False),
+    sa.Column("commitment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("project_cup", _CUP, nullable=False, index=True),
+    sa.Column("budget_line", _LINE, nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("source_reference", sa.String(200), nullable=False),
+    sa.Column("source_reference", _REFERENCE, nullable=False),
     sa.Column("signed_on", sa.Date, nullable=False),
     sa.Column("original_amount", Amount, nullable=False),
     sa.Column("amount", Amount, nullable=False),
     sa.Column("paid", Amount, nullable=False),
-    sa.Column("award_id", sa.String(100)),
+    sa.Column("award_id", _ID),
     sa.Column("position", sa.BigInteger, nullable=False),  # in the log: the order of record
     *_cause_columns(),
 )
@@ -90,11 +103,11 @@ commitments = sa.Table(
 reductions = sa.Table(
     "ledger_reductions",
     metadata,
-    sa.Column("commitment_id", sa.String(120), primary_key=True),
-    sa.Column("reduction_id", sa.String(100), primary_key=True),
+    sa.Column("commitment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("reduction_id", _ID, primary_key=True),
     sa.Column("amount", Amount, nullable=False),
     sa.Column("reason", sa.String(300), nullable=False),
-    sa.Column("source_reference", sa.String(200), nullable=False),
+    sa.Column("source_reference", _REFERENCE, nullable=False),
     sa.Column("reduced_on", sa.Date, nullable=False),
     sa.Column("position", sa.BigInteger, nullable=False),
     *_cause_columns(),
@@ -103,16 +116,16 @@ reductions = sa.Table(
 payments = sa.Table(
     "ledger_payments",
     metadata,
-    sa.Column("commitment_id", sa.String(120), primary_key=True),
-    sa.Column("payment_id", sa.String(120), primary_key=True),
-    sa.Column("project_cup", sa.String(40), nullable=False, index=True),
-    sa.Column("budget_line", sa.String(60), nullable=False),
-    sa.Column("claim_reference", sa.String(200), nullable=False),
+    sa.Column("commitment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("payment_id", _ENTRY_ID, primary_key=True),
+    sa.Column("project_cup", _CUP, nullable=False, index=True),
+    sa.Column("budget_line", _LINE, nullable=False),
+    sa.Column("claim_reference", _REFERENCE, nullable=False),
     sa.Column("claim_date", sa.Date, nullable=False),
     sa.Column("paid_on", sa.Date, nullable=False),
     sa.Column("amount", Amount, nullable=False),
-    sa.Column("award_id", sa.String(100)),
-    sa.Column("tranche_id", sa.String(100)),
+    sa.Column("award_id", _ID),
+    sa.Column("tranche_id", _ID),
     sa.Column("position", sa.BigInteger, nullable=False),
     *_cause_columns(),
 )
@@ -143,26 +156,17 @@ def _move_line(conn: Connection, cup: str, line: str, **changes: Decimal) -> Non
 @projection.on("project_programmed")
 def _programmed(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
-    conn.execute(
-        projects.insert().values(
-            project_cup=data["project_cup"],
-            local_code=data["local_code"],
-            title=data["title"],
-            start_date=parse_date(data["start_date"]),
-            plan_reference=data["plan_reference"],
-        )
-    )
+    insert_row(conn, projects, data)
     for index, item in enumerate(data["budget_lines"]):
-        conn.execute(
-            lines.insert().values(
-                project_cup=data["project_cup"],
-                budget_line=item["budget_line"],
-                position=index,
-                programmed=Decimal(item["programmed"]),
-                admitted=ZERO,
-                legally_binding=ZERO,
-                disbursed=ZERO,
-            )
+        insert_row(
+            conn,
+            lines,
+            item,
+            project_cup=data["project_cup"],
+            position=index,
+            admitted=ZERO,
+            legally_binding=ZERO,
+            disbursed=ZERO,
         )
 
 
@@ -171,16 +175,8 @@ def _admitted(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     for item in data["budget_lines"]:
         amount = Decimal(item["amount"])
-        conn.execute(
-            admissions.insert().values(
-                project_cup=data["project_cup"],
-                act_id=data["act_id"],
-                budget_line=item["budget_line"],
-                act_reference=data["act_reference"],
-                adopted_on=parse_date(data["adopted_on"]),
-                amount=amount,
-                **_cause(event),
-            )
+        insert_row(
+            conn, admissions, data, budget_line=item["budget_line"], amount=amount, **_cause(event)
         )
         _move_line(conn, data["project_cup"], item["budget_line"], admitted=amount)
 
@@ -189,21 +185,14 @@ def _admitted(conn: Connection, event: RecordedEvent) -> None:
 def _recorded(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     amount = Decimal(data["amount"])
-    conn.execute(
-        commitments.insert().values(
-            commitment_id=data["commitment_id"],
-            project_cup=data["project_cup"],
-            budget_line=data["budget_line"],
-            kind=data["kind"],
-            source_reference=data["source_reference"],
-            signed_on=parse_date(data["signed_on"]),
-            original_amount=amount,
-            amount=amount,
-            paid=ZERO,
-            award_id=data.get("award_id"),
-            position=event.position,
-            **_cause(event),
-        )
+    insert_row(
+        conn,
+        commitments,
+        data,
+        original_amount=amount,
+        paid=ZERO,
+        position=event.position,
+        **_cause(event),
     )
     _move_line(conn, data["project_cup"], data["budget_line"], legally_binding=amount)
 
@@ -212,18 +201,7 @@ def _recorded(conn: Connection, event: RecordedEvent) -> None:
 def _reduced(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     amount = Decimal(data["amount"])
-    conn.execute(
-        reductions.insert().values(
-            commitment_id=data["commitment_id"],
-            reduction_id=data["reduction_id"],
-            amount=amount,
-            reason=data["reason"],
-            source_reference=data["source_reference"],
-            reduced_on=parse_date(data["reduced_on"]),
-            position=event.position,
-            **_cause(event),
-        )
-    )
+    insert_row(conn, reductions, data, position=event.position, **_cause(event))
     conn.execute(
         commitments.update()
         .where(commitments.c.commitment_id == data["commitment_id"])
@@ -236,22 +214,7 @@ def _reduced(conn: Connection, event: RecordedEvent) -> None:
 def _disbursed(conn: Connection, event: RecordedEvent) -> None:
     data = event.data
     amount = Decimal(data["amount"])
-    conn.execute(
-        payments.insert().values(
-            commitment_id=data["commitment_id"],
-            payment_id=data["payment_id"],
-            project_cup=data["project_cup"],
-            budget_line=data["budget_line"],
-            claim_reference=data["claim_reference"],
-            claim_date=parse_date(data["claim_date"]),
-            paid_on=parse_date(data["paid_on"]),
-            amount=amount,
-            award_id=data.get("award_id"),
-            tranche_id=data.get("tranche_id"),
-            position=event.position,
-            **_cause(event),
-        )
-    )
+    insert_row(conn, payments, data, position=event.position, **_cause(event))
     paid = conn.execute(
         sa.select(commitments.c.paid).where(commitments.c.commitment_id == data["commitment_id"])
     ).scalar_one()

@@ -6,9 +6,9 @@ registry, shared/services.py. Errors are one line on stderr and a non-zero exit;
 what a script wants on stdout.
 
 The chassis's commands, a module a group: run.py (`run`, `serve`, `status`), demo.py, audit.py,
-events.py, dlq.py, projections.py, tokens.py, persons.py; common.py is what they share. A service adds a
-group of its own, `lavoro <service> ...`, by naming a module in its registry entry
-(`ServiceSpec.cli`) whose `app` is a typer.Typer: `lavoro ledger progress` is
+events.py, dlq.py, projections.py, tokens.py, keys.py, persons.py; common.py is what they
+share. A service adds a group of its own, `lavoro <service> ...`, by naming a module in its
+registry entry (`ServiceSpec.cli`) whose `app` is a typer.Typer: `lavoro ledger progress` is
 services/ledger/cli.py.
 
 `app` is built when it is first asked for (`from shared.cli import app`, the console script), so
@@ -32,7 +32,7 @@ _built: typer.Typer | None = None
 def build() -> typer.Typer:
     """The `lavoro` command: the chassis's commands and groups, then each available service's."""
     from shared import services
-    from shared.cli import audit, demo, dlq, events, persons, projections, run, tokens
+    from shared.cli import audit, demo, dlq, events, keys, persons, projections, run, tokens
     from shared.cli.common import first_line
 
     app = typer.Typer(
@@ -49,6 +49,7 @@ def build() -> typer.Typer:
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(projections.app, name="projections")
     app.add_typer(tokens.app, name="tokens")
+    app.add_typer(keys.app, name="keys")
     app.add_typer(persons.app, name="persons")
     for spec in services.available():
         try:

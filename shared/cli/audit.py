@@ -34,14 +34,27 @@ def audit_verify(
     ),
     all_: bool = typer.Option(False, "--all", help="every service that has a log"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    anchor: str | None = typer.Option(
+        None,
+        help="a head published earlier, <position>:<hash>: a log cut short or rewritten before "
+        "it breaks there (with --service)",
+    ),
 ) -> None:
-    """Walk a log's hash chain end to end.
+    """Walk a log's hash chain end to end, against its head row and checkpoints.
 
-    Exit 0 and print the head hash, or exit 1 and the first broken position. With --all,
-    every service's log; exit 1 if any breaks.
+    Exit 0 and print the head hash, or exit 1 and the first broken position with the reason
+    (docs/audit.md lists them). With --all, every service's log; exit 1 if any breaks.
 
-    Example: lavoro audit verify --all
+    Example: lavoro audit verify --service ledger --anchor 42:<the head hash printed before>
     """
+    from shared.chain import Anchor
+
+    if anchor is not None and not service:
+        raise CliError("an anchor is one log's head: give it with --service")
+    try:
+        published = Anchor.parse(anchor) if anchor is not None else None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     results = []
     broken = False
     for spec in named_specs(service, all_):
@@ -53,7 +66,7 @@ def audit_verify(
             results.append({"service": spec.name, "ok": None, "reason": str(exc)})
             continue
         with disposing(log.engine):
-            result = log.verify()
+            result = log.verify(anchor=published)
         broken = broken or not result.ok
         results.append({"service": spec.name, **dataclasses.asdict(result)})
     if as_json:

@@ -23,6 +23,8 @@ from shared.auth import TokenConfigError
 from shared.client import ClientError
 from shared.config import ConfigError
 from shared.errors import NotFound
+from shared.kek import KeyUnwrapError
+from shared.ports import PortInUse
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +53,9 @@ def cli_errors(fn: F) -> F:
             services.RegistryError,
             ConfigError,
             TokenConfigError,
+            KeyUnwrapError,
             NotFound,
+            PortInUse,
         ) as exc:
             message = exc.message if isinstance(exc, NotFound) else str(exc)
             fail(message)

@@ -39,29 +39,41 @@ def run(
     """Start every service, each in its own process (needs RabbitMQ at AMQP_URI).
 
     Upgrades each service's database, starts it with its relay inside, writes an operator and
-    an auditor token under var/ for the CLI, and prints where each service listens. Ctrl-C (or
-    SIGTERM) stops them all cleanly: in-flight messages go back to the broker, relays resume.
+    an auditor token under var/ for the CLI (and a development key-encryption key, var/kek, if
+    none is configured), and prints where each service listens. Ctrl-C (or SIGTERM) stops them
+    all cleanly: in-flight messages go back to the broker, relays resume.
 
     Example: lavoro run
     """
     from shared import failover
     from shared.config import amqp_uri, log_format
     from shared.observability import broker_answers, local_url
-    from shared.runner import WEB_SERVER_KEY, Supervisor, ensure_dev_tokens, service_settings
+    from shared.runner import (
+        WEB_SERVER_KEY,
+        Supervisor,
+        check_address_free,
+        ensure_dev_kek,
+        ensure_dev_tokens,
+        service_settings,
+    )
     from shared.runner import upgrade as upgrade_database
 
     log_format()  # a malformed LOG_FORMAT is one line now, not one per service
     uri = amqp_uri()
-    refused = broker_answers(uri, timeout=3.0)
+    refused = broker_answers(uri, timeout=3.0, name="lavoro-run")
     if refused is not None:
         fail(f"RabbitMQ does not answer at {failover.describe(uri)} ({refused}): {BROKER_HELP}")
     specs = services.available()
     if not specs:
         typer.echo("no service is built yet: nothing to start (see shared/services.py)")
         return
+    addresses = [(spec, service_settings(spec)[WEB_SERVER_KEY]) for spec in specs]
+    for spec, address in addresses:
+        # Before anything starts: a port another system holds stops this one, in one line.
+        check_address_free(spec, address)
+    kek_file = ensure_dev_kek()  # before the upgrades: a database may hold keys to wrap
     planned = []
-    for spec in specs:
-        address = service_settings(spec)[WEB_SERVER_KEY]
+    for spec, address in addresses:
         database = upgrade_database(spec)
         typer.echo(f"{spec.name}: database upgraded ({database})")
         planned.append((spec, address, database))
@@ -98,6 +110,11 @@ def run(
             console.print(table)
             for role, path in token_files.items():
                 console.print(f"{role} token: {path}")
+            if kek_file is not None:
+                console.print(
+                    f"key-encryption key: {kek_file} (development only: set LAVORO_KEK_FILE "
+                    "to keep it apart from the databases)"
+                )
             console.print("Ctrl-C stops every service.")
             died = supervisor.watch()
             if died is not None:
@@ -160,6 +177,12 @@ def _status_of(spec: services.ServiceSpec) -> dict[str, Any]:
     elif state == "failing":
         failing = [name for name, check in health.get("checks", {}).items() if not check["ok"]]
         row["problems"].append("failing: " + (", ".join(failing) or health.get("error", "?")))
+    elif health.get("status") == "degraded":
+        # It serves, but something needs a hand: the check says what.
+        row["state"] = "degraded"
+        for name, check in health.get("checks", {}).items():
+            if not check["ok"]:
+                row["problems"].append(f"degraded: {name}: {check.get('error', '?')}")
     row["health"] = health
     names, broken = _projection_names(spec)
     if broken:
@@ -200,10 +223,10 @@ def status(
 ) -> None:
     """Is each service up, and is anything behind, parked or stuck?
 
-    Per service: up/failing/down (its /health), log head position and hash, relay lag (events
-    the broker has not confirmed), inbox size, dead letters parked, projection lag. A lag that
-    does not move within --settle seconds is stuck. Exits 1 if anything is down, failing,
-    parked or stuck.
+    Per service: up/degraded/failing/down (its /health), log head position and hash, relay lag
+    (events the broker has not confirmed), inbox size, dead letters parked, projection lag. A
+    lag that does not move within --settle seconds is stuck. Exits 1 if anything is down,
+    degraded, failing, parked or stuck.
 
     Example: lavoro status --json
     """

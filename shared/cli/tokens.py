@@ -32,17 +32,30 @@ def _tokens_path(file: Path | None) -> Path:
 def tokens_issue(
     subject: str = typer.Option(..., help="who: becomes the actor of the events they cause"),
     role: str = typer.Option(..., help="operator (commands and reads) or auditor (reads, audit)"),
+    expires: str | None = typer.Option(
+        None, help="refused from this time on, RFC 3339 with an offset: 2027-01-01T00:00:00Z"
+    ),
     file: TokensFileOption = None,
 ) -> None:
     """Issue a token: printed once, only its SHA-256 is stored.
 
-    Running services accept it at once, without a restart.
+    Running services accept it at once, without a restart; from --expires on they answer 401.
 
-    Example: lavoro tokens issue --subject maria.rossi --role operator
+    Example: lavoro tokens issue --subject maria.rossi --role operator --expires 2027-01-01T00:00:00Z
     """
     from shared.auth import issue_token
+    from shared.clock import parse_ts
 
-    typer.echo(issue_token(_tokens_path(file), subject, role))
+    expires_at = None
+    if expires is not None:
+        try:
+            expires_at = parse_ts(expires)
+        except ValueError:
+            raise CliError(
+                f"--expires {expires!r}: expected an RFC 3339 time with an offset, "
+                "e.g. 2027-01-01T00:00:00Z"
+            ) from None
+    typer.echo(issue_token(_tokens_path(file), subject, role, expires_at=expires_at))
 
 
 @app.command("list")
@@ -60,8 +73,9 @@ def tokens_list(
         echo_json(entries)
         return
     for entry in entries:
+        expiry = f"  expires {entry['expires_at']}" if entry.get("expires_at") else ""
         typer.echo(
-            f"{entry['subject']}  {entry['role']}  issued {entry.get('issued_at', '?')}  "
+            f"{entry['subject']}  {entry['role']}  issued {entry.get('issued_at', '?')}{expiry}  "
             f"sha256 {entry['token_sha256'][:12]}…"
         )
 

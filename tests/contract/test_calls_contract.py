@@ -16,7 +16,7 @@ from shared.persons import pseudonym
 from shared.schemas import personal_paths
 from tests.contract import docs
 from tests.contract.calls_scenario import every_event
-from tests.service.calls.harness import (
+from tests.service.calls.builders import (
     commitment_recorded,
     commitment_rejected,
     payment_disbursed,

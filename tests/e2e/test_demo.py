@@ -30,6 +30,9 @@ from kombu.utils.url import parse_url
 from services.calls.demo import CLOSE_REASON
 from services.calls.demo.data import SELF_EMPLOYMENT, SOCIAL_INNOVATION
 from services.ledger.demo import CUP
+from shared.crypto import ERASED, Vault
+from shared.db import make_engine
+from shared.kek import Keyring, NoKek
 from tests.helpers import wait_for
 from tests.infra import amqp_uri as broker_uri
 from tests.integration.test_readme import (
@@ -110,7 +113,9 @@ def system(tmp_path):
     env = {
         key: value
         for key, value in os.environ.items()
+        # As on a newcomer's machine: `lavoro run` makes its own tokens and development KEK.
         if key not in ("LAVORO_SERVICES", "LAVORO_TOKENS_FILE", "LAVORO_TOKENS")
+        and not key.startswith("LAVORO_KEK")
         and not key.endswith(("_DATABASE_URL", "_HTTP"))
     }
     env.update(
@@ -232,6 +237,25 @@ def test_the_demo_records_the_real_programme_once_and_every_log_verifies(system)
         timeout=5,
     ).json()
     assert opened["applicant"]["person"]["name"] == person["name"]
+    # The calls database alone opens none of it: its keys are wrapped by var/kek, made by
+    # `lavoro run` for development (0600, in a 0700 var/).
+    var = Path(env["LAVORO_VAR"])
+    assert f"key-encryption key: {var / 'kek'} (development only" in printed
+    assert (var / "kek").stat().st_mode & 0o777 == 0o600 and var.stat().st_mode & 0o777 == 0o700
+    submitted = next(
+        event["data"]
+        for event in map(json.loads, exported.splitlines())
+        if event["type"] == "application_submitted" and event["data"]["applicant"].get("person")
+    )
+    sealed = submitted["applicant"]["person"]["name"]
+    engine = make_engine(f"sqlite:///{var / 'calls.db'}")
+    try:
+        with pytest.raises(NoKek):
+            Vault(engine, keys=Keyring(None), cache_ttl=0).open(sealed)
+        kek = Keyring.from_config({"LAVORO_KEK_FILE": str(var / "kek")}, env={})
+        assert Vault(engine, keys=kek, cache_ttl=0).open(sealed) != ERASED
+    finally:
+        engine.dispose()
 
     # The README's commands, against the running system.
     for args in readme_lavoro_commands():

@@ -40,7 +40,7 @@ def test_the_documented_script_verifies_an_export_and_finds_tampering(log, engin
         [sys.executable, str(script), str(_export(log, tmp_path))], capture_output=True, text=True
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.strip() == f"OK 6 events, head {log.head()[1]}"
+    assert ok.stdout.strip() == f"OK, 6 events, head 6 {log.head()[1]}"
 
     with write_transaction(engine) as conn:
         disable_append_only(conn)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import urllib.parse
 
 import eventlet
 import kombu
@@ -29,18 +28,11 @@ from shared.records import NewEvent
 from shared.web import bound_port
 from tests.helpers import wait_for
 from tests.integration.test_runner import notes, notes_projection
+from tests.kit.service import database_url
 
 runner = CliRunner()
 TOKEN = "cli-ops-operator"
 PROBE = "tests.integration.test_runner:Probe"
-
-
-def database_url(store_url) -> str:
-    """The URL a service (and the CLI) would be configured with: the schema in the URL."""
-    url, schema = store_url
-    if schema:
-        url += "?options=" + urllib.parse.quote(f"-csearch_path={schema}")
-    return url
 
 
 def cli_env(name: str, url: str, port: int = 1, **more: str) -> dict[str, str]:
@@ -377,6 +369,22 @@ def test_tokens_issue_list_and_revoke(tmp_path):
         app, ["tokens", "issue", "--subject", "x", "--role", "admin", "--file", str(path)]
     )
     assert "role 'admin' is not one of auditor, operator" in one_line_error(bad_role)
+    lasting = runner.invoke(
+        app,
+        ["tokens", "issue", "--subject", "ada", "--role", "auditor", "--file", str(path)]
+        + ["--expires", "2027-01-01T00:00:00Z"],
+    )
+    assert lasting.exit_code == 0, lasting.output
+    listed = runner.invoke(app, ["tokens", "list", "--file", str(path)])
+    assert (
+        "ada  auditor" in listed.stdout and "expires 2027-01-01T00:00:00.000000Z" in listed.stdout
+    )
+    undated = runner.invoke(
+        app,
+        ["tokens", "issue", "--subject", "x", "--role", "auditor", "--file", str(path)]
+        + ["--expires", "2027-01-01"],
+    )
+    assert "expected an RFC 3339 time with an offset" in one_line_error(undated)
 
 
 def test_the_lavoro_commands_in_docs_operations_exist_with_those_options():

@@ -76,7 +76,7 @@ def project(log, vault):
 def key_rows(engine, person_id):
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(t.person_keys.c.key).where(t.person_keys.c.person_id == person_id)
+            sa.select(t.person_keys.c.wrapped_key).where(t.person_keys.c.person_id == person_id)
         ).all()
 
 

@@ -20,9 +20,7 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
-import kombu
 import pytest
-from nameko.containers import ServiceContainer
 from typer.testing import CliRunner
 
 from services.calls import demo as calls_demo
@@ -36,15 +34,14 @@ from shared import demo, services
 from shared.cli import app
 from shared.client import Api
 from shared.clock import UTC, FixedClock
-from shared.consumer import queue_name
-from shared.dependencies import EventStore, log_for
-from shared.dlq import dlq_name
+from shared.dependencies import EventStore
 from shared.observability import fetch_health
 from shared.web import bound_port
 from tests.helpers import wait_for
 from tests.integration.test_cli_ops import json_out
 from tests.integration.test_runner import free_port
-from tests.service.ledger.client import AUDITOR, OPERATOR, TOKENS, Client
+from tests.kit.http import AUDITOR, OPERATOR
+from tests.service.ledger.builders import record_seed
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -227,43 +224,26 @@ def test_lavoro_run_has_no_demo_clock_any_more():
 
 
 @pytest.fixture
-def ledger(tmp_path, unique, amqp_uri):
+def ledger(tmp_path, harness):
     """A ledger on the real broker (its relay leads, so /health is 200), on a clock fixed at
     RECORDED; yields (client, its log, the CLI's environment)."""
-    name, calls = unique + "ledger", unique + "calls"
     store = EventStore(
         projections=[readmodels.projection],
         upcasters=schemas.upcasters,
         clock=FixedClock(RECORDED),
     )
-    cls = type("DemoTestLedger", (LedgerService,), {"name": name, "store": store})
-    config = {
-        "AMQP_URI": amqp_uri,
-        "WEB_SERVER_ADDRESS": "127.0.0.1:0",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
-        "LAVORO_TOKENS": TOKENS,
-        "LAVORO_SOURCES": {"calls": calls},
-    }
-    container = ServiceContainer(cls, config)
-    container.start()
-    try:
-        port = bound_port(container)
-        wait_for(lambda: fetch_health(f"127.0.0.1:{port}")[0] == "up", 20, "the ledger's health")
-        env = {"LEDGER_HTTP": f"127.0.0.1:{port}", "LAVORO_VAR": str(tmp_path)}
-        yield Client(f"http://127.0.0.1:{port}"), log_for(container), env
-    finally:
-        container.kill()
-        with kombu.Connection(amqp_uri) as conn:
-            channel = conn.channel()
-            for queue in (queue_name(name, calls), dlq_name(name)):
-                channel.queue_delete(queue)
-            for exchange in (f"{name}.events", f"{calls}.events"):
-                channel.exchange_delete(exchange)
+    cls = type("DemoTestLedger", (LedgerService,), {"store": store})
+    db = {"DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    ledger = harness.start(cls, db)
+    port = bound_port(ledger.container)
+    wait_for(lambda: fetch_health(f"127.0.0.1:{port}")[0] == "up", 20, "the ledger's health")
+    env = {"LEDGER_HTTP": f"127.0.0.1:{port}", "LAVORO_VAR": str(tmp_path)}
+    return ledger.client, ledger.log, env
 
 
 def test_ledger_progress_as_a_table_as_json_and_as_of_a_day(ledger):
     client, _log, env = ledger
-    client.record_seed()
+    record_seed(client)
     table = runner.invoke(app, ["ledger", "progress", "--token", AUDITOR], env=env)
     assert table.exit_code == 0, table.output
     total = next(line for line in table.stdout.splitlines() if line.startswith("│ total"))
@@ -276,7 +256,7 @@ def test_ledger_progress_as_a_table_as_json_and_as_of_a_day(ledger):
     assert "labour_policies" in table.output and "15.1% of programmed" in table.output
 
     as_json = runner.invoke(app, ["ledger", "progress", "--json", "--token", OPERATOR], env=env)
-    assert json_out(as_json) == client.get(f"/projects/{ledger_demo.CUP}/progress").body
+    assert json_out(as_json) == client.get(f"/projects/{ledger_demo.CUP}/progress").json()
 
     # The books at the end of a day, as the log had them: nothing before the clock's day.
     day = ["ledger", "progress", "--json", "--token", AUDITOR, "--as-of"]
@@ -287,6 +267,9 @@ def test_ledger_progress_as_a_table_as_json_and_as_of_a_day(ledger):
 
     bad = runner.invoke(app, [*day, "3 June"], env=env)
     assert bad.exit_code == 2 and "--as-of" in bad.output
+    # A day the ledger refuses (outside the plausible range): its 422, in one line, exit 1.
+    far = one_line_error(runner.invoke(app, [*day, "9999-12-31"], env=env))
+    assert "answered 422: invalid input: as_of: Outside the plausible range" in far
 
 
 def test_ledger_progress_errors_are_one_line(ledger, tmp_path):
@@ -329,7 +312,7 @@ def test_the_demos_ledger_steps_twice_append_nothing_the_second_time(ledger):
     for step in steps:
         run.do(step)
     head = log.head()
-    progress = client.get(f"/projects/{ledger_demo.CUP}/progress").body["total"]
+    progress = client.get(f"/projects/{ledger_demo.CUP}/progress").json()["total"]
     grants = sum(d(a) for call in ledger_demo.CALLS for a in call.awards)
     assert d(progress["legally_binding"]) == ledger_demo.EXPECTED["legally_binding"] - grants
     for step in steps:

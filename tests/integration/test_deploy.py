@@ -5,7 +5,6 @@ per service on the real server; and the image's entrypoint command starts a serv
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -25,11 +24,11 @@ import sqlalchemy as sa
 import yaml
 from kombu.utils.url import parse_url
 from nameko.containers import ServiceContainer
-from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR
 
 from shared import services
+from shared.broker import broker_user, source_users
 from shared.config import http_address
-from shared.consumer import HandlesEntrypoint, queue_name
+from shared.consumer import queue_name
 from shared.db import ROOT, default_url, make_engine, migrate
 from shared.eventlog import EventLog
 from shared.records import NewEvent
@@ -38,6 +37,7 @@ from shared.web import bound_port
 from tests.helpers import wait_for
 from tests.infra import postgres_url
 from tests.integration.test_runner import free_port, probe_env, probe_service
+from tests.kit.service import handled_sources
 
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
@@ -55,6 +55,11 @@ CHASSIS_VARIABLES = {
     "LAVORO_TOKENS",
     "LAVORO_TOKENS_FILE",
     "LAVORO_MAX_WORKERS",
+    "LAVORO_SOURCE_USERS",
+    "LAVORO_KEK",
+    "LAVORO_KEK_FILE",
+    "LAVORO_KEK_PREVIOUS",
+    "LAVORO_KEK_PREVIOUS_FILE",
     "LOG_LEVEL",
     "LOG_FORMAT",
 }
@@ -140,9 +145,17 @@ def test_every_compose_service_is_a_registered_service_with_the_variables_the_co
         assert block["ports"][0].endswith(f":{spec.port}")
         assert str(spec.port) in block["healthcheck"]["test"][-1]
 
-        # Its own broker user on the lavoro vhost, its own role and database.
+        # Its own broker user on the lavoro vhost, its own role and database; and the events of
+        # each source it consumes accepted only from that source's own user.
         broker = urllib.parse.urlparse(PLACEHOLDER.sub("secret", environment["AMQP_URI"]))
         assert (broker.username, broker.path) == (name, "/lavoro")
+        sources = handled_sources(spec.load())
+        assert source_users({}, env=environment) == {source: source for source in sources}
+        # A service that seals personal data gets its own KEK from deploy/.env, nobody else.
+        seals = bool(getattr(spec.load().store.contracts, "persons", None))
+        assert ("LAVORO_KEK" in environment) == seals, name
+        if seals:
+            assert environment["LAVORO_KEK"] == f"${{{name.upper()}_KEK:?set it in deploy/.env}}"
         database = urllib.parse.urlparse(url)
         assert (database.username, database.hostname, database.path) == (
             name,
@@ -166,7 +179,12 @@ def test_every_secret_comes_from_the_env_file_and_the_example_names_them_all():
     example = set(_example_env())
     assert used <= example, f"missing from deploy/.env.example: {used - example}"
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
-    assert {"POSTGRES_PASSWORD", "RABBITMQ_LEDGER_PASSWORD", "CALLS_PSEUDONYM_KEY"} <= required
+    assert {
+        "POSTGRES_PASSWORD",
+        "RABBITMQ_LEDGER_PASSWORD",
+        "CALLS_PSEUDONYM_KEY",
+        "CALLS_KEK",
+    } <= required
     for line in (DEPLOY / ".env.example").read_text().splitlines():
         name, _, value = line.partition("=")
         if name in required:
@@ -284,6 +302,8 @@ def test_a_service_user_has_exactly_the_permissions_its_service_needs(broker_def
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
         "LAVORO_TOKENS": "tester:operator:deploy-test-token",
         "LAVORO_RETRY_ATTEMPTS": 1,
+        # As compose sets it: calls' events only from calls' own user.
+        "LAVORO_SOURCE_USERS": {"calls": broker_user(uri("calls"))},
     }
     ledger = ServiceContainer(probe_service("ledger", "calls"), config)
     ledger.start()
@@ -350,15 +370,6 @@ def test_a_service_user_has_exactly_the_permissions_its_service_needs(broker_def
     conn.collect()
 
 
-def _handled_sources(cls: type) -> set[str]:
-    sources = set()
-    for _, member in inspect.getmembers(cls):
-        for entrypoint in getattr(member, ENTRYPOINT_EXTENSIONS_ATTR, ()):
-            if isinstance(entrypoint, HandlesEntrypoint):
-                sources.add(entrypoint.source)
-    return sources
-
-
 def test_the_definitions_give_each_service_what_its_code_consumes():
     document = json.loads((DEPLOY / "rabbitmq" / "definitions.json").read_text())
     permissions = {p["user"]: p for p in document["permissions"] if p["vhost"] == "lavoro"}
@@ -376,7 +387,7 @@ def test_the_definitions_give_each_service_what_its_code_consumes():
         )
         if not spec.exists():
             continue
-        for source in _handled_sources(spec.load()):
+        for source in handled_sources(spec.load()):
             queue = queue_name(name, source)
             assert re.match(granted["configure"], queue) and re.match(granted["read"], queue)
             assert re.match(granted["read"], f"{source}.events"), f"{name} consumes {source}"

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from shared.chain import GENESIS, chain_hash
 from shared.clock import UTC, FixedClock
 from shared.db import disable_append_only, write_transaction
-from shared.errors import ConcurrencyError
+from shared.errors import ConcurrencyError, IdempotencyKeyReused
 from shared.eventlog import ANY_VERSION, EventLog, Upcasters
 from shared.records import NewEvent
 
@@ -122,6 +122,29 @@ def test_same_command_id_returns_the_first_result_and_appends_nothing(log):
     again = log.append("s", 0, [ev(n=9)], command_id="cmd-1")
     assert again.duplicate and not first.duplicate
     assert [e.id for e in again.events] == [e.id for e in first.events]
+    assert log.head()[0] == 2
+
+
+BODY_A, BODY_B = "a" * 64, "b" * 64  # two request digests
+
+
+def test_a_command_id_is_bound_to_its_request_digest(log):
+    first = log.append("s", 0, [ev(n=1)], command_id="cmd-1", command_digest=BODY_A)
+    again = log.append("s", 1, [ev(n=1)], command_id="cmd-1", command_digest=BODY_A)
+    assert again.duplicate and [e.id for e in again.events] == [e.id for e in first.events]
+    assert [e.id for e in log.command_events("cmd-1", digest=BODY_A)] == [first.events[0].id]
+    # The same id with another body is another command under a key already taken: refused.
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        log.append("s", 1, [ev(n=2)], command_id="cmd-1", command_digest=BODY_B)
+    assert refused.value.status == 422 and list(refused.value.fields) == ["Idempotency-Key"]
+    with pytest.raises(IdempotencyKeyReused):
+        log.command_events("cmd-1", digest=BODY_B)
+    assert log.head()[0] == 1
+    # Without a digest on either side (a handler's command, a row written before digests were
+    # kept) there is nothing to compare: the id alone decides, as it always did.
+    assert log.command_events("cmd-1") is not None
+    log.append("t", 0, [ev(n=3)], command_id="cmd-2")
+    assert log.append("t", 1, [ev()], command_id="cmd-2", command_digest=BODY_B).duplicate
     assert log.head()[0] == 2
 
 

@@ -3,67 +3,36 @@ with SQLite and PostgreSQL. The service is the probe of test_runner.py."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Callable
 
-import kombu
 import pytest
 import requests
 from nameko.containers import ServiceContainer
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.consumer import queue_name
 from shared.db import make_engine, migrate
-from shared.dependencies import log_for
-from shared.dlq import dlq_name
 from shared.eventlog import EventLog
 from shared.observability import Observability, read_figures
 from shared.records import NewEvent
 from shared.relay import Relay
-from shared.web import LavoroHttp, bound_port
+from shared.web import LavoroHttp
 from tests.helpers import wait_for
-from tests.infra import drop_schema, postgres_url
 from tests.integration.test_runner import free_port, probe_service
-
-TOKEN = "observability-test-operator"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        yield {"DATABASE_URL": f"sqlite:///{tmp_path / 'probe.db'}"}
-        return
-    url, schema = postgres_url(), "o_" + uuid.uuid4().hex[:12]
-    yield {"DATABASE_URL": url, "DATABASE_SCHEMA": schema}
-    drop_schema(url, schema)
+from tests.kit.http import OPERATOR, Client
+from tests.kit.service import Running, database_of
 
 
 @pytest.fixture
-def run_probe(amqp_uri, unique):
-    containers = []
+def run_probe(harness, store_url) -> Callable[..., Running]:
+    """Start the probe on the broker (or on `amqp`) and the test's database, handling `source`."""
 
-    def start(database, *, source=None, amqp=None):
-        config = {
-            "AMQP_URI": amqp or amqp_uri,
-            "WEB_SERVER_ADDRESS": "127.0.0.1:0",
-            "LAVORO_TOKENS": f"tester:operator:{TOKEN}",
-            "LAVORO_RETRY_ATTEMPTS": 2,
-            "LAVORO_RETRY_BASE_DELAY": 0.01,
-            **database,
-        }
-        container = ServiceContainer(probe_service(unique, source), config)
-        container.start()
-        containers.append(container)
-        return container, f"http://127.0.0.1:{bound_port(container)}"
+    def start(*, source: str | None = None, amqp: str | None = None) -> Running:
+        config = {"LAVORO_RETRY_ATTEMPTS": 2, "LAVORO_RETRY_BASE_DELAY": 0.01}
+        if amqp:
+            config["AMQP_URI"] = amqp
+        return harness.start(probe_service("probe", source), database_of(store_url), **config)
 
-    yield start
-    for container in containers:
-        container.kill()
-    with kombu.Connection(amqp_uri) as conn:
-        channel = conn.default_channel
-        for queue in (queue_name(unique, unique + "src"), dlq_name(unique)):
-            channel.queue_delete(queue)
-        for exchange in (f"{unique}.events", f"{unique}src.events"):
-            channel.exchange_delete(exchange)
+    return start
 
 
 def metrics(base: str) -> dict[tuple[str, tuple], float]:
@@ -78,13 +47,9 @@ def metrics(base: str) -> dict[tuple[str, tuple], float]:
     return samples
 
 
-def add_note(base: str, note_id: str, token: str | None = TOKEN) -> requests.Response:
-    headers = {"Idempotency-Key": f"add-{note_id}"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return requests.post(
-        f"{base}/notes", json={"note_id": note_id, "text": "x"}, headers=headers, timeout=5
-    )
+def add_note(client: Client, note_id: str, token: str | None = OPERATOR) -> requests.Response:
+    body = {"note_id": note_id, "text": "x"}
+    return client.post("/notes", body, token=token, key=f"add-{note_id}")
 
 
 def test_nameko_takes_the_endpoints_and_the_dependency_from_the_base_class(unique, tmp_path):
@@ -98,30 +63,30 @@ def test_nameko_takes_the_endpoints_and_the_dependency_from_the_base_class(uniqu
     assert public == {"health", "metrics"}
 
 
-def test_health_and_metrics_of_a_running_service(run_probe, unique, amqp_uri, database, tmp_path):
-    source = unique + "src"
-    container, base = run_probe(database, source=source)
+def test_health_and_metrics_of_a_running_service(run_probe, harness, amqp_uri, tmp_path):
+    probe = run_probe(source="src")
+    base = probe.client.base
 
     answer = wait_for(
         lambda: (r := requests.get(f"{base}/health", timeout=5)).status_code == 200 and r,
         message="a healthy probe",
     )
     body = answer.json()  # no token needed
-    assert body["status"] == "ok" and body["service"] == unique
+    assert body["status"] == "ok" and body["service"] == harness.name("probe")
     assert body["checks"]["database"] == {"ok": True, "head_position": 0, "head_hash": "0" * 64}
     assert body["checks"]["broker"] == {"ok": True}
     assert body["checks"]["relay"] == {"ok": True, "state": "leading", "lag": 0}
 
     for n in range(3):
-        assert add_note(base, f"n{n}").status_code == 201
-    assert add_note(base, "anonymous", token=None).status_code == 401
+        assert add_note(probe.client, f"n{n}").status_code == 201
+    assert add_note(probe.client, "anonymous", token=None).status_code == 401
 
     # Another service's events: one handled, one that fails both tries and is parked.
     source_log = EventLog(make_engine(f"sqlite:///{tmp_path / 'source.db'}"))
     migrate(source_log.engine)
     source_log.append("s-1", 0, [NewEvent("ping", {"fail": False})])
     source_log.append("s-2", 0, [NewEvent("ping", {"fail": True})])
-    Relay(source_log, amqp_uri, source).publish_pending()
+    Relay(source_log, amqp_uri, harness.name("src")).publish_pending()
 
     def settled():
         found = metrics(base)
@@ -150,15 +115,15 @@ def test_health_and_metrics_of_a_running_service(run_probe, unique, amqp_uri, da
     health = (("method", "GET"), ("route", "/health"), ("status", "200"))
     assert found[("lavoro_http_request_duration_seconds_count", health)] >= 1
 
-    figures = read_figures(log_for(container).engine, ["probe_notes"])
+    figures = read_figures(probe.log.engine, ["probe_notes"])
     assert (figures.head_position, figures.parked, figures.inbox) == (4, 1, 1)
-    assert figures.head_hash == log_for(container).head()[1]
+    assert figures.head_hash == probe.log.head()[1]
     source_log.engine.dispose()
 
 
-def test_health_is_503_naming_the_broker_when_it_does_not_answer(run_probe, database):
+def test_health_is_503_naming_the_broker_when_it_does_not_answer(run_probe):
     closed = free_port()
-    _, base = run_probe(database, amqp=f"amqp://guest:guest@127.0.0.1:{closed}/")
+    base = run_probe(amqp=f"amqp://guest:guest@127.0.0.1:{closed}/").client.base
     reply = requests.get(f"{base}/health", timeout=10)
     assert reply.status_code == 503
     body = reply.json()

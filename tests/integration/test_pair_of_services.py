@@ -8,36 +8,23 @@ beta's log and read model, and both logs verify."""
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 
 import eventlet
-import kombu
-import pytest
-import requests
 import sqlalchemy as sa
-from nameko.containers import ServiceContainer
 
 from shared import tables as t
-from shared.consumer import handles, queue_name
-from shared.dependencies import EventStore, log_for
-from shared.dlq import dlq_name
+from shared.consumer import handles
+from shared.dependencies import EventStore
 from shared.projections import Amount, Projection
 from shared.records import IncomingEvent, NewEvent
 from shared.relay import RelayExtension
 from shared.schemas import Money, Schema
-from shared.web import bound_port, command, json_response
+from shared.web import command, json_response
 from tests.helpers import close_rabbitmq_connections, wait_for
-from tests.infra import drop_schema, postgres_url
+from tests.kit.http import Client
 
 ORDERS = 60
-TOKEN = "pair-test-operator-token"
-FAST = {
-    "LAVORO_RETRY_BASE_DELAY": 0.01,
-    "LAVORO_RETRY_MAX_DELAY": 0.1,
-    "LAVORO_TOKENS": f"tester:operator:{TOKEN}",
-    "WEB_SERVER_ADDRESS": "127.0.0.1:0",
-}
 
 
 class PlaceOrder(Schema):
@@ -73,123 +60,74 @@ def _fold_ack(conn, event):
         )
 
 
-def alpha_service(name: str) -> type:
-    class Alpha:
-        store = EventStore()
-        relay = RelayExtension(poll_interval=0.2, backoff=(0.05, 0.5))
+class Alpha:
+    name = "alpha"
+    store = EventStore()
+    relay = RelayExtension(poll_interval=0.2, backoff=(0.05, 0.5))
 
-        @command("POST", "/orders", schema=PlaceOrder)
-        def place(self, cmd):
-            data = cmd.data
-            result = self.store.append(
-                f"order-{data['order_id']}",
-                0,
-                [
-                    NewEvent(
-                        "order_placed",
-                        {"order_id": data["order_id"], "amount": f"{data['amount']:.2f}"},
-                    )
-                ],
-                command_id=cmd.id,
-            )
-            return json_response(201, {"position": result.events[-1].position})
-
-    Alpha.name = name
-    return Alpha
+    @command("POST", "/orders", schema=PlaceOrder)
+    def place(self, cmd):
+        data = cmd.data
+        result = self.store.append(
+            f"order-{data['order_id']}",
+            0,
+            [
+                NewEvent(
+                    "order_placed",
+                    {"order_id": data["order_id"], "amount": f"{data['amount']:.2f}"},
+                )
+            ],
+            command_id=cmd.id,
+        )
+        return json_response(201, {"position": result.events[-1].position})
 
 
-def beta_service(name: str, source: str) -> type:
-    class Beta:
-        store = EventStore(projections=[acks_projection])
+class Beta:
+    name = "beta"
+    store = EventStore(projections=[acks_projection])
 
-        @handles(source, "order_placed")
-        def on_order(self, event: IncomingEvent) -> None:
-            order = event.data["order_id"]
-            self.store.append(
-                f"ack-{order}",
-                0,
-                [
-                    NewEvent(
-                        "order_acknowledged", {"order_id": order, "amount": event.data["amount"]}
-                    )
-                ],
-            )
-
-    Beta.name = name
-    return Beta
+    @handles("alpha", "order_placed")
+    def on_order(self, event: IncomingEvent) -> None:
+        order = event.data["order_id"]
+        self.store.append(
+            f"ack-{order}",
+            0,
+            [NewEvent("order_acknowledged", {"order_id": order, "amount": event.data["amount"]})],
+        )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def databases(request, tmp_path):
-    """One database per service: two SQLite files, or two PostgreSQL schemas."""
-    if request.param == "sqlite":
-        yield [{"DATABASE_URL": f"sqlite:///{tmp_path / name}.db"} for name in ("alpha", "beta")]
-        return
-    url = postgres_url()
-    schemas = ["p_" + uuid.uuid4().hex[:12] for _ in range(2)]
-    yield [{"DATABASE_URL": url, "DATABASE_SCHEMA": schema} for schema in schemas]
-    for schema in schemas:
-        drop_schema(url, schema)
+def place(client: Client, n: int) -> int:
+    body = {"order_id": f"o{n}", "amount": f"{n}.50"}
+    return client.ok("POST", "/orders", body, status=201, key=f"place-o{n}")["position"]
 
 
-@pytest.fixture
-def pair(amqp_uri, unique, databases):
-    alpha_name, beta_name = unique + "alpha", unique + "beta"
-    containers: list[ServiceContainer] = []
-
-    def start(cls: type, db: dict) -> ServiceContainer:
-        container = ServiceContainer(cls, {"AMQP_URI": amqp_uri, **FAST, **db})
-        container.start()
-        containers.append(container)
-        return container
-
-    yield alpha_name, beta_name, start, databases
-    for container in containers:
-        container.kill()
-    with kombu.Connection(amqp_uri) as conn:
-        channel = conn.default_channel
-        for queue in (queue_name(beta_name, alpha_name), dlq_name(beta_name)):
-            channel.queue_delete(queue)
-        for exchange in (f"{alpha_name}.events", f"{beta_name}.events"):
-            channel.exchange_delete(exchange)
-
-
-def place(port: int, n: int) -> int:
-    response = requests.post(
-        f"http://127.0.0.1:{port}/orders",
-        json={"order_id": f"o{n}", "amount": f"{n}.50"},
-        headers={"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": f"place-o{n}"},
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()["position"]
-
-
-def test_command_event_handler_projection_survive_a_broker_kill_and_a_relay_restart(pair):
-    alpha_name, beta_name, start, (alpha_db, beta_db) = pair
-    beta = start(beta_service(beta_name, alpha_name), beta_db)
-    alpha = start(alpha_service(alpha_name), alpha_db)
-    port = bound_port(alpha)
+def test_command_event_handler_projection_survive_a_broker_kill_and_a_relay_restart(
+    harness, databases
+):
+    alpha_db, beta_db = databases("alpha"), databases("beta")
+    beta = harness.start(Beta, beta_db)
+    alpha = harness.start(Alpha, alpha_db)
+    client = alpha.client
 
     pool = eventlet.GreenPool(8)
-    list(pool.imap(lambda n: place(port, n), range(ORDERS // 3)))
+    list(pool.imap(lambda n: place(client, n), range(ORDERS // 3)))
 
     # The broker drops both connections mid-stream, while commands keep coming.
     for n in range(ORDERS // 3, 2 * ORDERS // 3):
-        pool.spawn(place, port, n)
-    assert close_rabbitmq_connections(f"lavoro-relay-{alpha_name}") == 1
-    assert close_rabbitmq_connections(f"lavoro-consumer-{beta_name}") == 1
+        pool.spawn(place, client, n)
+    assert close_rabbitmq_connections(f"lavoro-relay-{harness.name('alpha')}") == 1
+    assert close_rabbitmq_connections(f"lavoro-consumer-{harness.name('beta')}") == 1
     pool.waitall()
 
     # alpha's process stops (its relay with it) and a new one starts on the same database.
-    alpha.stop()
-    alpha = start(alpha_service(alpha_name), alpha_db)
-    port = bound_port(alpha)
-    list(pool.imap(lambda n: place(port, n), range(2 * ORDERS // 3, ORDERS)))
+    alpha.container.stop()
+    alpha = harness.start(Alpha, alpha_db)
+    client = alpha.client
+    list(pool.imap(lambda n: place(client, n), range(2 * ORDERS // 3, ORDERS)))
     # A client retrying a command with the same key changes nothing.
-    place(port, 0)
+    place(client, 0)
 
-    beta_log = log_for(beta)
+    beta_log = beta.log
 
     def acknowledged() -> int:
         with beta_log.engine.connect() as conn:
@@ -197,7 +135,7 @@ def test_command_event_handler_projection_survive_a_broker_kill_and_a_relay_rest
 
     wait_for(lambda: acknowledged() == ORDERS, 30, f"{ORDERS} orders acknowledged")
 
-    alpha_log = log_for(alpha)
+    alpha_log = alpha.log
     placed = [e for e in alpha_log.read_all() if e.type == "order_placed"]
     assert len(placed) == ORDERS
     with beta_log.engine.connect() as conn:

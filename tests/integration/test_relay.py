@@ -16,13 +16,14 @@ from nameko.contextdata import ContextDataProvider
 from nameko.events import event_handler
 from nameko.testing.utils import get_extension
 
+from shared.broker import broker_user
 from shared.clock import parse_ts
 from shared.dependencies import EventStore, log_for
 from shared.eventlog import EventLog
 from shared.leader import leader_lock
 from shared.records import NewEvent
 from shared.relay import PUBLIC_EXCHANGE, PublishRejected, Relay, RelayExtension
-from tests.helpers import wait_for
+from tests.helpers import rabbitmq_connection_pids, wait_for
 
 
 def ev(type_="thing_happened", **data):
@@ -124,6 +125,8 @@ def test_publishes_each_event_in_log_order_persistent_with_its_id_and_type(
     assert [m.properties["message_id"] for m in messages] == [e.id for e in events]
     assert {m.properties["delivery_mode"] for m in messages} == {2}
     assert {m.properties["content_type"] for m in messages} == {"application/json"}
+    # The broker user the relay published as, which RabbitMQ checked (shared/broker.py).
+    assert {m.properties["user_id"] for m in messages} == {broker_user(amqp_uri)}
     assert messages[0].headers["nameko.correlation_id"] == "c-1"
     assert relay.checkpoint() == 5 and relay.lag() == 0
     assert relay.publish_pending() == 0
@@ -206,19 +209,6 @@ def test_a_nack_keeps_the_checkpoint_and_the_next_pass_delivers_the_rest(
     assert relay.checkpoint() == 5
 
 
-def rabbitmq_connection_pid(connection_name):
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (pid,) = [
-        line.split("\t")[0] for line in listing.splitlines() if f'"{connection_name}"' in line
-    ]
-    return pid
-
-
 def test_a_killed_broker_connection_loses_nothing_and_keeps_each_stream_in_order(
     log, amqp_uri, unique, broker, relays
 ):
@@ -228,7 +218,7 @@ def test_a_killed_broker_connection_loses_nothing_and_keeps_each_stream_in_order
     relay.start()
     log.append("s-0", 0, [ev(n=0)])
     wait_for(lambda: relay.checkpoint() == 1, 5, "the first event published")
-    pid = rabbitmq_connection_pid(relay.connection_name)
+    (pid,) = rabbitmq_connection_pids(relay.connection_name)
 
     killed = threading.Event()
 
@@ -321,6 +311,7 @@ def test_public_types_also_go_out_as_cloudevents_without_personal_data(
     assert message.properties["content_type"] == "application/cloudevents+json"
     assert message.properties["message_id"] == awarded.id
     assert message.properties["delivery_mode"] == 2
+    assert message.properties["user_id"] == broker_user(amqp_uri)
     assert "RSSMRA" not in message.body and "tax_code" not in message.body
     body = json.loads(message.body)
     assert body["specversion"] == "1.0"

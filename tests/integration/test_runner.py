@@ -27,6 +27,7 @@ from shared.cli import app
 from shared.consumer import handles
 from shared.db import ROOT
 from shared.dependencies import EventStore
+from shared.kek import Kek
 from shared.observability import Observable
 from shared.projections import Projection
 from shared.records import IncomingEvent, NewEvent
@@ -210,6 +211,101 @@ def test_lavoro_run_starts_the_service_in_its_own_process_and_stops_it_on_sigter
         delete_exchange(amqp_uri, f"{unique}.events")
 
 
+def test_lavoro_run_keeps_var_to_its_owner_and_makes_a_development_kek(tmp_path, unique, amqp_uri):
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)  # as an older checkout left it
+    var.chmod(0o755)
+    port = free_port()
+    env = probe_env(unique, port, var, amqp_uri)
+    env.pop("LAVORO_KEK", None)
+    out = (tmp_path / "run.out").open("w")
+    run = subprocess.Popen(
+        [str(BIN / "lavoro"), "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(
+            lambda: (r := health(port)) is not None and r.status_code == 200,
+            timeout=40,
+            message="the probe's /health",
+        )
+        token = (var / "operator.token").read_text().strip()
+        created = requests.post(  # an append: the log, its WAL, the relay's lock file
+            f"http://127.0.0.1:{port}/notes",
+            json={"note_id": "n1", "text": "hello"},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "k1"},
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+        printed = wait_for(
+            lambda: "Ctrl-C stops" in (text := (tmp_path / "run.out").read_text()) and text,
+            message="the table",
+        )
+        assert f"key-encryption key: {var / 'kek'} (development only" in printed
+        kek = (var / "kek").read_text().strip()
+        assert Kek.parse(kek, "var/kek") and kek not in printed
+
+        modes = {path.name: path.stat().st_mode & 0o777 for path in var.iterdir()}
+        assert var.stat().st_mode & 0o777 == 0o700
+        assert {f"{unique}.db", "tokens.json", "operator.token", "kek"} <= set(modes)
+        assert any(name.endswith(".lock") for name in modes), modes
+        assert any(name.endswith("-wal") for name in modes), modes
+        assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGTERM)
+            run.wait(timeout=40)
+        out.close()
+        delete_exchange(amqp_uri, f"{unique}.events")
+
+
+def held_port() -> tuple[socket.socket, int]:
+    """A port another process's server holds, listening as nameko's eventlet listener used to
+    (SO_REUSEPORT, with which a second listener on the same port was let in without a word)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock, int(sock.getsockname()[1])
+
+
+def test_run_refuses_a_port_another_process_holds_in_one_line(tmp_path, unique, amqp_uri):
+    holder, port = held_port()
+    with holder:
+        done = subprocess.run(
+            [str(BIN / "lavoro"), "run"],
+            env=probe_env(unique, port, tmp_path, amqp_uri),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: {unique} cannot listen on 127.0.0.1:{port}: ")
+    assert f"in use by pid {os.getpid()} " in lines[0]  # this test holds it
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "operator.token").exists()  # refused before anything started
+
+
+def test_a_service_refuses_to_start_on_a_port_in_use_in_one_log_line(tmp_path, unique, amqp_uri):
+    holder, port = held_port()
+    env = {**probe_env(unique, port, tmp_path, amqp_uri), "LOG_FORMAT": "json"}
+    with holder:
+        done = subprocess.run(
+            [sys.executable, "-m", "shared.runner", unique],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    failed = [json.loads(line) for line in done.stdout.splitlines() if "failed_to_start" in line]
+    assert len(failed) == 1 and "exception" not in failed[0]  # one line, no traceback
+    assert failed[0]["reason"].startswith(f"cannot listen on 127.0.0.1:{port}: in use by pid ")
+
+
 def test_a_second_run_reuses_the_development_tokens(tmp_path, monkeypatch):
     from shared.runner import ensure_dev_tokens, read_dev_token
 
@@ -302,7 +398,7 @@ def test_every_registered_service_that_exists_loads_under_its_own_name():
 def test_the_registry_port_is_the_default_http_address(monkeypatch):
     spec = services.ServiceSpec("probe_port", "tests.integration.test_runner:Probe", 8123)
     monkeypatch.delenv(spec.http_env, raising=False)
-    assert service_settings(spec)["WEB_SERVER_ADDRESS"] == "0.0.0.0:8123"
+    assert service_settings(spec)["WEB_SERVER_ADDRESS"] == "127.0.0.1:8123"  # this machine only
     assert spec.http_env not in os.environ  # set only while the config was read
     monkeypatch.setenv(spec.http_env, "127.0.0.1:9000")
     assert service_settings(spec)["WEB_SERVER_ADDRESS"] == "127.0.0.1:9000"

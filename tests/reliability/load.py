@@ -29,7 +29,7 @@ import requests
 from shared.clock import SystemClock
 from shared.days import office_day
 from tests.helpers import wait_for
-from tests.reliability.system import OPERATOR
+from tests.kit.http import OPERATOR
 
 AWARD = Decimal("8000.00")
 LINE = "labour_policies"

@@ -28,10 +28,9 @@ import sqlalchemy as sa
 from shared.db import ROOT, make_engine, normalise_url
 from shared.eventlog import EventLog
 from tests.helpers import wait_for
+from tests.kit.http import TOKENS
 from tests.reliability.rabbit import free_port
 
-OPERATOR = "rel-op-" + uuid.uuid4().hex
-TOKENS = f"fault-suite:operator:{OPERATOR}"
 START_TIMEOUT = 60.0
 SERVICES = ("calls", "ledger")
 

@@ -24,6 +24,7 @@ import requests
 
 from tests import infra
 from tests.helpers import wait_for
+from tests.kit.http import OPERATOR
 from tests.reliability.checks import FIGURES
 from tests.reliability.load import (
     AWARD,
@@ -34,7 +35,7 @@ from tests.reliability.load import (
     today,
 )
 from tests.reliability.rabbit import throwaway_vhost
-from tests.reliability.system import OPERATOR, SERVICES, System
+from tests.reliability.system import SERVICES, System
 
 AT_ONCE = 50
 CUP = "C" + uuid.uuid4().hex[:14].upper()

@@ -4,7 +4,6 @@ handler's unit of work, read-only queries, and the one EventLog per container.""
 
 import datetime as dt
 import re
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -28,6 +27,7 @@ from shared.dependencies import (
 from shared.eventlog import ANY_VERSION
 from shared.projections import Projection
 from shared.records import Aggregate, IncomingEvent, NewEvent
+from tests.kit.events import recorded
 
 
 class Call(Entrypoint):
@@ -149,24 +149,17 @@ def hook(container, method, **context):
 
 
 def an_incoming(source="calls", stream="call-1", position=1, correlation_id=None, actor="mario"):
-    now = dt.datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
-    return IncomingEvent(
-        source=source,
+    event = recorded(
+        "grant_awarded",
+        {"amount": "100.00"},
         position=position,
-        id=str(uuid.uuid4()),
         stream=stream,
         version=position,
-        type="grant_awarded",
-        schema_version=1,
-        data={"amount": "100.00"},
         correlation_id=correlation_id,
-        causation_id=None,
         actor=actor,
-        occurred_at=now,
-        recorded_at=now,
-        prev_hash="0" * 64,
-        hash="1" * 64,
+        at=dt.datetime(2024, 3, 1, 9, 30, tzinfo=UTC),
     )
+    return IncomingEvent.from_body(source, event.to_json())
 
 
 def run_handler(container, event, *, fail=False, commit=True):

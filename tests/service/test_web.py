@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import io
 import json
 import logging
+import socket
 import uuid
 from types import SimpleNamespace
 
@@ -18,26 +20,34 @@ import structlog
 from marshmallow import Schema, fields
 from nameko.extensions import DependencyProvider
 from nameko.testing.utils import get_extension
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.wrappers import Response
 
 from shared.auth import issue_token
 from shared.clock import UTC
 from shared.errors import Conflict, NotFound
 from shared.logs import configure_logging, get_logger
+from shared.observability import Observable
+from shared.ports import PortInUse
 from shared.web import (
     ACTOR_KEY,
     COMMAND_ID_KEY,
     CORRELATION_ID_KEY,
+    IDEMPOTENCY_KEY_KEY,
+    REQUEST_DIGEST_KEY,
     ROLE_KEY,
     bound_port,
     command,
     http,
     json_response,
     query,
+    scoped_command_id,
 )
 
 OPERATOR = "op-" + uuid.uuid4().hex
 OPENED_AT = dt.datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
+MAX_BODY = 500_000  # the edge fixture's LAVORO_MAX_BODY_BYTES: the 200,000-deep body fits
+JSON = {"Content-Type": "application/json"}
 worker_log = get_logger("tests.edge")
 
 
@@ -57,6 +67,10 @@ class OpenCall(Schema):
     budget = fields.Decimal(required=True)
 
 
+class EndCall(Schema):
+    reason = fields.String(load_default=None)
+
+
 class EdgeService:
     name = "edge_test"
     data = WorkerData()
@@ -73,6 +87,7 @@ class EdgeService:
             "title": title,
             "budget": cmd.data["budget"],
             "command_id": cmd.id,
+            "key": cmd.key,
             "actor": cmd.actor,
             "opened_at": OPENED_AT,
         }
@@ -81,6 +96,10 @@ class EdgeService:
     @command("POST", "/calls/<call_id>/close")
     def close_call(self, cmd, call_id):
         return {"closed": call_id, "data": cmd.data}
+
+    @command("POST", "/calls/<call_id>/end", schema=EndCall)
+    def end_call(self, cmd, call_id):
+        return {"ended": call_id, "reason": cmd.data["reason"]}
 
     @query("/calls/<call_id>")
     def get_call(self, request, call_id):
@@ -130,6 +149,7 @@ def edge(container_factory, tmp_path):
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
         "LAVORO_TOKENS_FILE": str(tokens_file),
         "LAVORO_TOKENS": f"ada:operator:{OPERATOR}",
+        "LAVORO_MAX_BODY_BYTES": MAX_BODY,
     }
     container = container_factory(EdgeService, config)
     container.start()
@@ -197,19 +217,22 @@ def test_a_public_endpoint_needs_no_token_and_still_answers_json(edge):
 
 def test_a_command_hands_its_ids_to_the_worker_and_the_method(edge):
     base, tokens, data = edge.base, edge.tokens, edge.data
+    body = b'{"title": "Work 2024", "budget": 1000.10}'
     response = send(
         "POST",
         f"{base}/calls",
         token=tokens["operator"],
         key="cmd-1",
-        headers={"X-Correlation-Id": "corr-1"},
-        data='{"title": "Work 2024", "budget": 1000.10}',
+        headers={"X-Correlation-Id": "corr-1", **JSON},
+        data=body,
     )
     assert response.status_code == 201, response.body
     assert response.body == {
         "title": "Work 2024",
         "budget": "1000.10",  # parsed as Decimal, never a float
-        "command_id": "cmd-1",
+        # The key, scoped to the actor and the endpoint: the id the log records.
+        "command_id": scoped_command_id("ada", "POST", "/calls", "cmd-1"),
+        "key": "cmd-1",
         "actor": "ada",
         "opened_at": "2024-03-01T09:30:00.000000Z",
     }
@@ -220,9 +243,22 @@ def test_a_command_hands_its_ids_to_the_worker_and_the_method(edge):
             ACTOR_KEY: "ada",
             ROLE_KEY: "operator",
             CORRELATION_ID_KEY: "corr-1",
-            COMMAND_ID_KEY: "cmd-1",
+            COMMAND_ID_KEY: scoped_command_id("ada", "POST", "/calls", "cmd-1"),
+            IDEMPOTENCY_KEY_KEY: "cmd-1",
+            REQUEST_DIGEST_KEY: hashlib.sha256(body).hexdigest(),
         }
     ]
+    ids = {
+        scoped_command_id(*scope)
+        for scope in [
+            ("ada", "POST", "/calls", "cmd-1"),
+            ("bea", "POST", "/calls", "cmd-1"),
+            ("ada", "POST", "/calls/c1/close", "cmd-1"),
+            ("ada", "PUT", "/calls", "cmd-1"),
+            ("ada", "POST", "/calls", "cmd-2"),
+        ]
+    }
+    assert len(ids) == 5 and all(len(i) == 64 for i in ids)
 
 
 def test_without_x_correlation_id_a_new_uuid_is_made_and_given_back(edge):
@@ -262,7 +298,7 @@ def test_an_idempotency_key_of_200_characters_is_accepted(edge):
         json={"title": "t", "budget": "1"},
     )
     assert response.status_code == 201
-    assert data.seen[-1][COMMAND_ID_KEY] == key
+    assert data.seen[-1][IDEMPOTENCY_KEY_KEY] == key
 
 
 def test_a_body_the_schema_refuses_is_422_naming_each_field(edge):
@@ -284,7 +320,12 @@ def test_a_body_the_schema_refuses_is_422_naming_each_field(edge):
 def test_a_malformed_json_body_is_400_naming_it(edge):
     base, tokens = edge.base, edge.tokens
     response = send(
-        "POST", f"{base}/calls", token=tokens["operator"], key="k3", data='{"title": "t",'
+        "POST",
+        f"{base}/calls",
+        token=tokens["operator"],
+        key="k3",
+        headers=JSON,
+        data='{"title": "t",',
     )
     assert response.status_code == 400
     assert "not valid JSON" in response.body["message"]
@@ -348,7 +389,8 @@ def test_lines_logged_by_the_method_carry_the_request_ids(edge, log_lines):
     assert len(opening) == 1
     assert opening[0]["correlation_id"] == "corr-6"
     assert opening[0]["actor"] == "ada"
-    assert opening[0]["command_id"] == "k6"
+    assert opening[0]["idempotency_key"] == "k6"
+    assert opening[0]["command_id"] == scoped_command_id("ada", "POST", "/calls", "k6")
     access = [line for line in log_lines() if line["message"] == "http request"]
     assert access[-1]["status"] == 201 and access[-1]["correlation_id"] == "corr-6"
 
@@ -379,17 +421,146 @@ def test_a_revoked_token_stops_working_without_a_restart(edge):
     assert send("GET", f"{edge.base}/calls/c1", token=newcomer).status_code == 200
 
 
-def test_a_body_over_a_mebibyte_is_413_json(edge):
+def test_a_body_over_the_configured_size_is_413_json_naming_the_body(edge):
+    def post(body, **kwargs):
+        return send(
+            "POST", f"{edge.base}/calls", token=edge.tokens["operator"], headers=JSON, **kwargs
+        )
+
+    def padded(size):  # a valid body of exactly `size` bytes
+        head = b'{"title": "t", "budget": "1", "x": "'
+        return head + b"x" * (size - len(head) - 2) + b'"}'
+
+    too_large = post(None, key="k7", data=padded(MAX_BODY + 1))
+    assert too_large.status_code == 413
+    assert too_large.body["error"] == "request_entity_too_large"
+    assert list(too_large.body["fields"]) == ["body"]
+    assert str(MAX_BODY) in too_large.body["message"]
+    # Sent in chunks, without a Content-Length, the limit holds all the same.
+    chunked = post(
+        None, key="k7c", data=iter([padded(MAX_BODY + 1)[:100], padded(MAX_BODY + 1)[100:]])
+    )
+    assert chunked.status_code == 413 and list(chunked.body["fields"]) == ["body"]
+    assert edge.data.seen == []
+    # Exactly the limit is read (and refused by the schema for its unknown member, not its size).
+    at_limit = post(None, key="k7d", data=padded(MAX_BODY))
+    assert at_limit.status_code == 422 and list(at_limit.body["fields"]) == ["x"]
+
+
+def test_a_chunked_body_is_read(edge):
+    """`Transfer-Encoding: chunked` (no Content-Length): the body is read, not taken as empty."""
+    base, tokens = edge.base, edge.tokens
+    parts = [b'{"reason": ', b'"resources exhausted"}']
+    ended = send(
+        "POST",
+        f"{base}/calls/c1/end",
+        token=tokens["operator"],
+        key="end-1",
+        headers=JSON,
+        data=iter(parts),
+    )
+    assert ended.status_code == 200, ended.body
+    assert ended.body == {"ended": "c1", "reason": "resources exhausted"}
+    opened = send(
+        "POST",
+        f"{base}/calls",
+        token=tokens["operator"],
+        key="open-chunked",
+        headers=JSON,
+        data=iter([b'{"title": "in chunks", ', b'"budget": "5"}']),
+    )
+    assert opened.status_code == 201 and opened.body["title"] == "in chunks"
+
+
+def test_a_command_without_a_body_runs_on_its_defaults(edge):
+    base, tokens = edge.base, edge.tokens
+    ended = send("POST", f"{base}/calls/c2/end", token=tokens["operator"], key="end-2")
+    assert ended.status_code == 200 and ended.body == {"ended": "c2", "reason": None}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", '{"title": "t", "budget": "1"}'),
+        ("application/xml", "<call><title>t</title></call>"),
+        ("application/x-www-form-urlencoded", "title=t&budget=1"),
+        (None, '{"title": "t", "budget": "1"}'),
+        ("application/json; charset=latin-1", '{"title": "t", "budget": "1"}'),
+    ],
+)
+def test_a_command_body_that_is_not_json_is_415_naming_the_content_type(edge, content_type, body):
+    headers = {"Content-Type": content_type} if content_type else {}
     response = send(
         "POST",
         f"{edge.base}/calls",
         token=edge.tokens["operator"],
-        key="k7",
-        data=b'{"title": "' + b"x" * (1024 * 1024) + b'"}',
+        key="k-415",
+        headers=headers,
+        data=body.encode(),
     )
-    assert response.status_code == 413
-    assert response.body["error"] == "request_entity_too_large"
+    assert response.status_code == 415, response.body
+    assert response.body["error"] == "unsupported_media_type"
+    assert list(response.body["fields"]) == ["Content-Type"]
     assert edge.data.seen == []
+
+
+def test_json_with_a_charset_of_utf_8_is_json(edge):
+    response = send(
+        "POST",
+        f"{edge.base}/calls",
+        token=edge.tokens["operator"],
+        key="k-utf8",
+        headers={"Content-Type": "application/json; charset=UTF-8"},
+        data='{"title": "città", "budget": "1"}'.encode(),
+    )
+    assert response.status_code == 201 and response.body["title"] == "città"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"[" * 200_000 + b"]" * 200_000, 400, "body"),  # RecursionError in the parser
+        (b'{"title": ' + b"[" * 100 + b"]" * 100 + b', "budget": "1"}', 400, "body"),
+        (b'{"title": "t", "budget": ' + b"7" * 5000 + b"}", 422, "budget"),  # int digits limit
+        (b'{"title": "t", "budget": 9007199254740993}', 422, "budget"),  # not exact as JSON
+        (b'{"title": "t", "budget": 1e999999999}', 422, "budget"),
+        (b'{"title": "\\ud800", "budget": "1"}', 422, "title"),  # a lone surrogate
+        (b'{"title": "a\\u0000b", "budget": "1"}', 422, "title"),  # NUL: PostgreSQL refuses it
+        (b'{"title": "t", "budget": "1", "x": {"\\udc00": 1}}', 422, "x.\\udc00"),
+        (b'{"title": "t", "budget": NaN}', 400, "body"),
+    ],
+    ids=[
+        "deep",
+        "deeper-than-allowed",
+        "5000-digits",
+        "beyond-2^53",
+        "huge-exponent",
+        "surrogate",
+        "nul",
+        "surrogate-key",
+        "nan",
+    ],
+)
+def test_hostile_json_is_refused_naming_the_field_before_the_worker(edge, body, status, field):
+    response = send(
+        "POST",
+        f"{edge.base}/calls",
+        token=edge.tokens["operator"],
+        key="k-hostile",
+        headers=JSON,
+        data=body,
+    )
+    assert response.status_code == status, response.body
+    assert list(response.body["fields"]) == [field]
+    assert edge.data.seen == []
+
+
+def test_nul_in_a_path_or_a_query_parameter_is_refused_naming_it(edge):
+    base, tokens = edge.base, edge.tokens
+    in_path = send("GET", f"{base}/calls/a%00b", token=tokens["auditor"])
+    assert in_path.status_code == 422 and list(in_path.body["fields"]) == ["call_id"]
+    in_query = send("GET", f"{base}/calls/c1?x=%00", token=tokens["auditor"])
+    assert in_query.status_code == 422 and list(in_query.body["fields"]) == ["x"]
 
 
 def test_a_method_that_answers_text_is_a_500_not_text_to_the_client(edge):
@@ -408,3 +579,56 @@ def test_a_csv_export_passes_through_with_its_own_media_type(edge):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/csv")
     assert response.text.splitlines() == ["position,total", "1,88.50"]
+
+
+class MeteredEdge(Observable):
+    """An observable service with no store: /metrics still answers (the database reads as down)."""
+
+    name = "edge_metered"
+
+    @query("/calls/<call_id>")
+    def get_call(self, request, call_id):
+        return {"call_id": call_id}
+
+
+def test_metrics_labels_are_bounded_whatever_the_client_sends(container_factory):
+    config = {
+        "AMQP_URI": "memory://",
+        "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+        "LAVORO_TOKENS": f"ada:operator:{OPERATOR}",
+    }
+    container = container_factory(MeteredEdge, config)
+    container.start()
+    base = f"http://127.0.0.1:{bound_port(container)}"
+    auth = {"Authorization": f"Bearer {OPERATOR}"}
+    for n in range(5):
+        requests.request(f"PROBEM{n}", f"{base}/calls/c{n}", headers=auth, timeout=5)
+        requests.get(f"{base}/calls/c{n}", headers=auth, timeout=5)
+        requests.get(f"{base}/nowhere/{n}", headers=auth, timeout=5)
+    exposition = requests.get(f"{base}/metrics", timeout=5).text
+    label_sets = {
+        (sample.labels["method"], sample.labels["route"], sample.labels["status"])
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "lavoro_http_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert label_sets == {
+        ("other", "/calls/<call_id>", "405"),
+        ("GET", "/calls/<call_id>", "200"),
+        ("GET", "unmatched", "404"),
+    }
+
+
+def test_a_container_refuses_to_listen_on_a_port_another_socket_holds(container_factory):
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as eventlet's listen does
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = {"AMQP_URI": "memory://", "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"}
+        container = container_factory(EdgeService, config)
+        with pytest.raises(PortInUse) as refused:
+            container.start()
+    assert str(refused.value).startswith(f"cannot listen on 127.0.0.1:{port}: in use by pid ")
+    assert refused.value.port == port

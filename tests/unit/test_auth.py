@@ -6,6 +6,7 @@ import json
 import stat
 
 import pytest
+import structlog
 
 from shared import auth
 from shared.auth import (
@@ -180,3 +181,62 @@ def test_operators_command_and_read_auditors_read_and_audit():
 )
 def test_bearer_token_reads_only_the_bearer_scheme(header, token):
     assert bearer_token(header) == token
+
+
+def test_a_file_broken_after_start_keeps_the_last_good_tokens_and_names_the_problem(tmp_path):
+    path = tmp_path / "tokens.json"
+    token = issue_token(path, "ada", "operator")
+    tokens = Tokens(path)
+    assert tokens.problem is None
+
+    path.write_text('{"tokens": [{"token_sha256": "' + hash_token(token) + '", "subject": ')
+    with structlog.testing.capture_logs() as lines:
+        assert tokens.authenticate(token) == Principal("ada", "operator")  # not a 500
+        tokens.authenticate(token)
+    assert str(path) in tokens.problem and "not valid JSON" in tokens.problem
+    errors = [line for line in lines if line["log_level"] == "error"]
+    assert len(errors) == 1  # once per change of the file, not once per request
+    assert errors[0]["problem"] == tokens.problem
+    assert token not in str(lines) and hash_token(token) not in str(lines)
+
+    again = issue_token(tmp_path / "fixed.json", "bea", "auditor")
+    (tmp_path / "fixed.json").replace(path)
+    assert tokens.authenticate(again) == Principal("bea", "auditor")
+    assert tokens.problem is None
+    with pytest.raises(Unauthorized):
+        tokens.authenticate(token)
+
+
+def test_a_token_past_its_expiry_answers_401(tmp_path):
+    from shared.clock import FixedClock, parse_ts
+
+    clock = FixedClock(parse_ts("2026-12-31T23:59:59Z"))
+    path = tmp_path / "tokens.json"
+    lasting = issue_token(path, "ada", "operator", expires_at=parse_ts("2027-01-01T00:00:00Z"))
+    forever = issue_token(path, "bea", "auditor")
+    inline = parse_inline_tokens("cleo:operator:s3:cr:et:expires=2027-01-01T00:00:00Z")
+    tokens = Tokens(path, inline, clock=clock)
+    assert (
+        (json.loads(path.read_text())["tokens"][0]["expires_at"]) == "2027-01-01T00:00:00.000000Z"
+    )
+    assert tokens.authenticate(lasting).subject == "ada"
+    assert tokens.authenticate("s3:cr:et").subject == "cleo"
+
+    clock.advance(seconds=1)
+    for expired in (lasting, "s3:cr:et"):
+        with pytest.raises(Unauthorized, match="expired") as caught:
+            tokens.authenticate(expired)
+        assert caught.value.status == 401
+    assert tokens.authenticate(forever).subject == "bea"
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("ada:operator:tok:expires=tomorrow", "expires"),
+        ("ada:operator:tok:expires=2027-01-01T00:00:00", "offset"),
+    ],
+)
+def test_a_malformed_expiry_is_refused(text, complaint):
+    with pytest.raises(TokenConfigError, match=complaint):
+        parse_inline_tokens(text)

@@ -18,7 +18,7 @@ def names(app) -> list[str]:
 def test_the_chassis_groups_then_each_services_own():
     assert names(build()) == [
         *("run", "serve", "status", "demo"),
-        *("audit", "events", "dlq", "projections", "tokens", "persons"),
+        *("audit", "events", "dlq", "projections", "tokens", "keys", "persons"),
         "ledger",  # services/ledger/cli.py, named by the registry
     ]
 

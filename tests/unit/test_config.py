@@ -86,7 +86,8 @@ def test_a_malformed_config_is_refused_naming_the_file(clean_env, tmp_path, text
 def test_service_config_defaults(clean_env, tmp_path):
     config = service_config("calls", path=write(tmp_path / "empty.yaml", ""))
     assert config["AMQP_URI"] == DEFAULT_AMQP_URI == "amqp://guest:guest@localhost:5672/"
-    assert config["WEB_SERVER_ADDRESS"] == "0.0.0.0:8002"
+    # This machine only, by default: compose (deploy/) sets 0.0.0.0 where it is wanted.
+    assert config["WEB_SERVER_ADDRESS"] == "127.0.0.1:8002"
     assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'var' / 'calls.db'}"
     assert config["max_workers"] == 10
     assert config["SERVICE_NAME"] == "calls"
@@ -118,7 +119,7 @@ def test_the_services_config_yaml_goes_on_top(clean_env, tmp_path):
     config = service_config("calls", path=config_file)
     assert config["max_workers"] == 3
     assert config["CALLS_RANK_LIMIT"] == 50
-    assert config["WEB_SERVER_ADDRESS"] == "0.0.0.0:8002"
+    assert config["WEB_SERVER_ADDRESS"] == "127.0.0.1:8002"
 
 
 def test_every_service_has_its_own_port_and_unknown_ones_must_say(clean_env):

@@ -9,10 +9,13 @@ from hypothesis import strategies as st
 from marshmallow import fields, validate
 
 from shared.clock import UTC, format_ts
+from shared.days import end_of_day, start_of_day, window
 from shared.errors import InvalidInput
 from shared.money import MAX_INTEGER_DIGITS, format_money, parse_money
 from shared.schemas import (
+    EARLIEST_DATE,
     ERASED,
+    LATEST_DATE,
     LocalDate,
     Money,
     Personal,
@@ -197,8 +200,15 @@ def test_utc_datetime_takes_aware_datetimes_refuses_naive_ones_and_dumps_the_log
     )
 
 
-# From 1900: format_ts uses strftime, whose %Y does not pad years below 1000 to four digits.
-@given(st.datetimes(min_value=dt.datetime(1900, 1, 1), timezones=st.just(UTC)))
+# Within the plausible range, which starts in 1900 (format_ts uses strftime, whose %Y does not
+# pad years below 1000 to four digits, in any case).
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1900, 1, 1),
+        max_value=dt.datetime(2199, 12, 31, 23, 59, 59),
+        timezones=st.just(UTC),
+    )
+)
 def test_any_instant_round_trips_through_dump_and_load(instant):
     schema = Payment()
     dumped = schema.dump({"amount": 1, "paid_at": instant})
@@ -211,6 +221,51 @@ def test_local_date_is_exactly_yyyy_mm_dd():
     assert Payment().dump({"amount": 1, "due": dt.date(2024, 2, 29)})["due"] == "2024-02-29"
     for bad in ["2023-02-29", "20240229", "2024-02-29T00:00:00Z", "٢٠٢٤-٠٢-٢٩"]:
         assert "Not a date" in refusal(Payment(), {"amount": "1", "due": bad})["due"][0]
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("due", "0001-01-01"),
+        ("due", "1899-12-31"),
+        ("due", "2200-01-01"),
+        ("due", "9999-12-31"),  # end_of_day(9999-12-31) overflowed: a 500 on ledger progress
+        ("paid_at", "0001-01-01T00:00:00+01:00"),  # in UTC it would be year 0: OverflowError
+        ("paid_at", "9999-12-31T23:59:59Z"),
+        ("paid_at", "1899-12-30T23:59:59Z"),
+        ("paid_at", "2200-01-02T00:00:00Z"),
+    ],
+)
+def test_a_date_or_an_instant_outside_the_plausible_range_is_refused_naming_it(field, text):
+    (message,) = refusal(Payment(), {"amount": "1", field: text})[field]
+    assert message.startswith("Outside the plausible range, 1900-01-01 to 2199-12-31")
+
+
+def test_the_plausible_range_includes_its_first_and_last_days():
+    loaded = Payment().load(
+        {"amount": "1", "due": "1900-01-01", "paid_at": "2199-12-31T23:59:59.999999Z"}
+    )
+    assert loaded["due"] == dt.date(1900, 1, 1)
+    assert loaded["paid_at"] == dt.datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert Payment().load({"amount": "1", "due": "2199-12-31"})["due"] == dt.date(2199, 12, 31)
+    # An instant within those days anywhere: Bologna's first day began in 1899 in UTC, and the
+    # instant that ends its last day (the end of a window) is in 2200 there.
+    for edge in ("1899-12-31T23:00:00Z", "2199-12-31T23:00:00Z", "2200-01-01T23:59:59Z"):
+        assert Payment().load({"amount": "1", "paid_at": edge})
+
+
+def test_every_bologna_instant_of_the_plausible_days_loads_as_an_instant():
+    # A call open from the first plausible day to the last stores its window as instants:
+    # the date range and the instant range must agree, or drafting it would break its contract.
+    opens, closes = window(EARLIEST_DATE, LATEST_DATE)
+    for instant in (opens, closes, end_of_day(LATEST_DATE), start_of_day(EARLIEST_DATE)):
+        assert Payment().load({"amount": "1", "paid_at": format_ts(instant)})["paid_at"] == instant
+
+
+def test_a_stored_date_dumps_as_it_was_stored_even_outside_the_range():
+    # A payload already in a log (written before the range was enforced) still goes out.
+    stored = {"amount": "1.00", "due": "0001-01-01", "paid_at": "9999-12-31T23:59:59.000000Z"}
+    assert Payment().dump(stored) == stored
 
 
 # -- schema base and 422 body --------------------------------------------------------------------

@@ -3,7 +3,7 @@ their terms, their money, and their applicants in submission order.
 
 The applicants, their projects, scores and co-design topics are invented; every amount is
 plausible and inferred, not published. The awards the rankings make are the grants of the
-ledger's seed (services/ledger/demo.py, `CALLS`): tests/integration/test_demo.py ranks these
+ledger's seed (services/ledger/demo/, `CALLS`): tests/integration/test_demo.py ranks these
 applications as the calls service does and holds the two equal.
 """
 
@@ -107,7 +107,7 @@ def _si(si: int, pa: int, su: int) -> dict[str, int]:
     return {"social_impact": si, "partnership": pa, "sustainability": su}
 
 
-# The calls' money, as the ledger's seed has their awards and advances (services/ledger/demo.py,
+# The calls' money, as the ledger's seed has their awards and advances (services/ledger/demo/,
 # `CALLS`; tests/integration/test_demo.py holds the two equal). The self-employment call's ten
 # awards fit the labour-policies line; the social-innovation call's budget is set for ten awards
 # of 8,000.00 where the line has room for nine, whichever reaches the ledger last is suspended.

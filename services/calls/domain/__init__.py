@@ -12,24 +12,16 @@ The states they decide on and their folds are in state.py; ids and stream names 
 
 from __future__ import annotations
 
+from ..state import CALL, Application, Call, evolve, fold
 from . import awards, errors, ranking
 from .call import (
-    CALL,
-    Application,
-    Call,
     admit,
     applicant_key,
-    approve_ranking,
-    award_next,
-    candidates,
     close_call,
     complete_evaluation,
     draft_call,
-    evolve,
-    fold,
     hold_codesign_session,
     identified,
-    on_commitment_rejected,
     publish_call,
     reject,
     score,
@@ -50,6 +42,7 @@ from .errors import (
     WrongState,
     require_state,
 )
+from .funding import approve_ranking, award_next, candidates, on_commitment_rejected
 
 __all__ = [
     "AnswerMismatch",

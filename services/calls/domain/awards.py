@@ -26,7 +26,7 @@ from shared.records import NewEvent
 
 from ..commands import ReportExpenditure, RequestTranche, derived_id
 from ..state import AWARD as AWARD  # the state, beside its decisions
-from ..state import LIVE, Award
+from ..state import LIVE, Award, Tranche
 from ..state import evolve_award as evolve_award
 from .errors import (
     AnswerMismatch,
@@ -72,6 +72,17 @@ def _same_amount(award: Award, answer: Mapping[str, Any], expected: Decimal, wha
         )
 
 
+def _of_tranche(award: Award, tranche: Tranche, **members: Any) -> dict[str, Any]:
+    """A tranche event's payload: what each names first (events.TrancheRefV1), then `members`."""
+    return {
+        "award_id": award.award_id,
+        "tranche_id": tranche.tranche_id,
+        "kind": tranche.kind,
+        "amount": money_text(tranche.amount),
+        **members,
+    }
+
+
 # -- the ledger's answers ------------------------------------------------------------------------
 
 
@@ -109,40 +120,35 @@ def suspend(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
     return [NewEvent("grant_suspended", data)]
 
 
+def _waiting_tranche(
+    award: Award, answer: Mapping[str, Any], becomes: str, what: str
+) -> Tranche | None:
+    """The tranche the ledger's answer (`what`) is about; None if the tranche has had it already
+    (the same answer again), AnswerMismatch unless the tranche is still waiting for one."""
+    tranche = award.tranche(answer["tranche_id"])
+    if tranche.status == becomes:
+        return None
+    if tranche.status != "requested":
+        raise AnswerMismatch(f"{what} for a tranche that is {tranche.status}")
+    return tranche
+
+
 def record_payment(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
     """`payment_disbursed` -> `tranche_paid`."""
-    tranche = award.tranche(answer["tranche_id"])
-    if tranche.status == "paid":
+    tranche = _waiting_tranche(award, answer, "paid", "payment disbursed")
+    if tranche is None:
         return []
-    if tranche.status != "requested":
-        raise AnswerMismatch(f"payment disbursed for a tranche that is {tranche.status}")
     _same_amount(award, answer, tranche.amount, "payment")
-    data = {
-        "award_id": award.award_id,
-        "tranche_id": tranche.tranche_id,
-        "kind": tranche.kind,
-        "amount": money_text(tranche.amount),
-        "payment_id": answer["payment_id"],
-        "paid_on": answer["paid_on"],
-    }
+    data = _of_tranche(award, tranche, payment_id=answer["payment_id"], paid_on=answer["paid_on"])
     return [NewEvent("tranche_paid", data)]
 
 
 def record_payment_rejection(award: Award, answer: Mapping[str, Any]) -> list[NewEvent]:
     """`payment_rejected` -> `tranche_rejected`, with the ledger's reason."""
-    tranche = award.tranche(answer["tranche_id"])
-    if tranche.status == "rejected":
+    tranche = _waiting_tranche(award, answer, "rejected", "payment rejected")
+    if tranche is None:
         return []
-    if tranche.status != "requested":
-        raise AnswerMismatch(f"payment rejected for a tranche that is {tranche.status}")
-    data = {
-        "award_id": award.award_id,
-        "tranche_id": tranche.tranche_id,
-        "kind": tranche.kind,
-        "amount": money_text(tranche.amount),
-        "reason": answer["reason"],
-        "remaining": answer.get("remaining"),
-    }
+    data = _of_tranche(award, tranche, reason=answer["reason"], remaining=answer.get("remaining"))
     return [NewEvent("tranche_rejected", data)]
 
 

@@ -11,7 +11,8 @@ Decisions take the state, the command (commands.py) or plain values (ids, `now`,
 return the events to append;
 `evolve` (state.py) folds an event into the state. A broken rule raises one of the errors in
 errors.py. This module holds the call's lifecycle and the applications; the ranking and the
-awards it funds are in funding.py (re-exported here), an award's own rules in awards.py.
+awards it funds are in funding.py, an award's own rules in awards.py; the package (domain/)
+gathers what the service uses of them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from shared.money import money_text
 from shared.records import NewEvent
 
 from ..commands import DraftCall, SubmitApplication, derived_id
-from ..state import CALL, Application, Call, evolve, fold
+from ..state import Call
 from .errors import (
     DuplicateApplication,
     InvalidScore,
@@ -36,31 +37,6 @@ from .errors import (
     RankingBeforeClose,
     require_state,
 )
-from .funding import approve_ranking, award_next, candidates, on_commitment_rejected
-
-__all__ = [
-    "CALL",
-    "Application",
-    "Call",
-    "admit",
-    "applicant_key",
-    "approve_ranking",
-    "award_next",
-    "candidates",
-    "close_call",
-    "complete_evaluation",
-    "draft_call",
-    "evolve",
-    "fold",
-    "hold_codesign_session",
-    "identified",
-    "on_commitment_rejected",
-    "publish_call",
-    "reject",
-    "score",
-    "start_accompaniment",
-    "submit_application",
-]
 
 ADMITTED = ("admissible", "accompanied", "scored")
 MAX_CLOSE_REASON = 500  # characters of an early closure's reason

@@ -24,15 +24,16 @@ from decimal import Decimal
 
 from sqlalchemy.engine import Connection
 
-from shared.clock import parse_ts
 from shared.money import ZERO
 from shared.projections import Projection
 from shared.records import RecordedEvent
+from shared.rows import insert_row
 
 from .award_folds import FOLDS as AWARD_FOLDS
 from .tables import (
     applications,
     calls,
+    change_row,
     date_of,
     metadata,
     one_row,
@@ -51,37 +52,23 @@ PROJECTIONS = [projection]
 def _call_drafted(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
     terms = {k: d[k] for k in ("criteria", "bonuses", "tie_break")}
-    conn.execute(
-        calls.insert().values(
-            call_id=d["call_id"],
-            title=d["title"],
-            reference=d["reference"],
-            kind=d["kind"],
-            budget_line=d["budget_line"],
-            project_cup=d["project_cup"],
-            status="draft",
-            budget=Decimal(d["budget"]),
-            reserved=ZERO,
-            available=Decimal(d["budget"]),
-            award_cap=Decimal(d["award_cap"]),
-            max_share=d["max_share"],
-            opens_on=date_of(d["opens_on"]),
-            closes_on=date_of(d["closes_on"]),
-            opens_at=parse_ts(d["opens_at"]),
-            closes_at=parse_ts(d["closes_at"]),
-            terms=json.dumps(terms, sort_keys=True),
-            applications=0,
-            updated_at=event.recorded_at,
-        )
+    insert_row(
+        conn,
+        calls,
+        d,
+        status="draft",
+        reserved=ZERO,
+        available=Decimal(d["budget"]),
+        terms=json.dumps(terms, sort_keys=True),
+        applications=0,
+        updated_at=event.recorded_at,
     )
 
 
 @projection.on("call_published", "call_closed", "evaluation_completed")
 def _call_status(conn: Connection, event: RecordedEvent) -> None:
     status = {"call_published": "published", "call_closed": "closed"}.get(event.type, "evaluated")
-    update_row(
-        conn, calls, "call_id", event.data["call_id"], status=status, updated_at=event.recorded_at
-    )
+    change_row(conn, event, calls, event.data["call_id"], status=status)
 
 
 @projection.on("funds_reserved", "funds_released")
@@ -90,24 +77,10 @@ def _funds(conn: Connection, event: RecordedEvent) -> None:
     row = one_row(conn, calls, "call_id", d["call_id"])
     sign = 1 if event.type == "funds_reserved" else -1
     reserved = row.reserved + sign * Decimal(d["amount"])
-    update_row(
-        conn,
-        calls,
-        "call_id",
-        d["call_id"],
-        reserved=reserved,
-        available=row.budget - reserved,
-        updated_at=event.recorded_at,
-    )
+    change_row(conn, event, calls, d["call_id"], reserved=reserved, available=row.budget - reserved)
     if event.type == "funds_reserved":
-        update_row(
-            conn,
-            applications,
-            "application_id",
-            d["application_id"],
-            status="funded",
-            award_id=d["award_id"],
-            updated_at=event.recorded_at,
+        change_row(
+            conn, event, applications, d["application_id"], status="funded", award_id=d["award_id"]
         )
         conn.execute(
             ranking_entries.update()
@@ -125,28 +98,18 @@ def _funds(conn: Connection, event: RecordedEvent) -> None:
 @projection.on("application_submitted")
 def _submitted(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    plan = d["business_plan"]
     applicant = d["applicant"]
-    conn.execute(
-        applications.insert().values(
-            application_id=d["application_id"],
-            call_id=d["call_id"],
-            seq=d["seq"],
-            public_reference=d["public_reference"],
-            applicant_kind=applicant["kind"],
-            person_id=applicant.get("person_id"),
-            applicant=json.dumps(applicant, sort_keys=True),
-            project_title=d["project_title"],
-            eligible_cost=Decimal(plan["eligible_cost"]),
-            requested_amount=Decimal(plan["requested_amount"]),
-            jobs_created=plan["jobs_created"],
-            bonus=d["bonus"],
-            status="submitted",
-            sessions=0,
-            scores="{}",
-            submitted_at=parse_ts(d["submitted_at"]),
-            updated_at=event.recorded_at,
-        )
+    insert_row(
+        conn,
+        applications,
+        {**d, **d["business_plan"]},
+        applicant_kind=applicant["kind"],
+        person_id=applicant.get("person_id"),
+        applicant=json.dumps(applicant, sort_keys=True),
+        status="submitted",
+        sessions=0,
+        scores="{}",
+        updated_at=event.recorded_at,
     )
     row = one_row(conn, calls, "call_id", d["call_id"])
     update_row(conn, calls, "call_id", d["call_id"], applications=row.applications + 1)
@@ -162,28 +125,20 @@ _APPLICATION_STATUS = {
 @projection.on(*_APPLICATION_STATUS)
 def _application_status(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    update_row(
+    change_row(
         conn,
+        event,
         applications,
-        "application_id",
         d["application_id"],
         status=_APPLICATION_STATUS[event.type],
         reason=d.get("reason"),
-        updated_at=event.recorded_at,
     )
 
 
 @projection.on("codesign_session_held")
 def _session(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    update_row(
-        conn,
-        applications,
-        "application_id",
-        d["application_id"],
-        sessions=d["session"],
-        updated_at=event.recorded_at,
-    )
+    change_row(conn, event, applications, d["application_id"], sessions=d["session"])
 
 
 @projection.on("application_scored")
@@ -193,50 +148,36 @@ def _scored(conn: Connection, event: RecordedEvent) -> None:
     scores = {**json.loads(row.scores), **d["scores"]}
     criteria = json.loads(one_row(conn, calls, "call_id", d["call_id"]).terms)["criteria"]
     done = all(c["name"] in scores for c in criteria)
-    update_row(
+    change_row(
         conn,
+        event,
         applications,
-        "application_id",
         d["application_id"],
         scores=json.dumps(scores, sort_keys=True),
         status="scored" if done else row.status,
-        updated_at=event.recorded_at,
     )
 
 
 @projection.on("ranking_approved")
 def _ranking(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    update_row(
+    change_row(
         conn,
+        event,
         calls,
-        "call_id",
         d["call_id"],
         status="ranking_approved",
         ranking_approved_on=date_of(d["approved_on"]),
-        updated_at=event.recorded_at,
     )
     for e in d["ranking"]:
-        conn.execute(
-            ranking_entries.insert().values(
-                call_id=d["call_id"],
-                position=e["position"],
-                application_id=e["application_id"],
-                public_reference=e["public_reference"],
-                scores=json.dumps(e["scores"], sort_keys=True),
-                weighted=Decimal(e["weighted"]),
-                bonus=e["bonus"],
-                total=Decimal(e["total"]),
-            )
-        )
-        update_row(
+        insert_row(
             conn,
-            applications,
-            "application_id",
-            e["application_id"],
-            status="not_funded",
-            updated_at=event.recorded_at,
+            ranking_entries,
+            e,
+            call_id=d["call_id"],
+            scores=json.dumps(e["scores"], sort_keys=True),
         )
+        change_row(conn, event, applications, e["application_id"], status="not_funded")
 
 
 @projection.on("person_erased")

@@ -14,11 +14,13 @@ from shared.clock import parse_ts
 from shared.money import ZERO
 from shared.projections import Handler
 from shared.records import RecordedEvent
+from shared.rows import insert_row
 
 from .tables import (
     alerts,
     applications,
     awards,
+    change_row,
     count_rows,
     date_of,
     expenditure_reports,
@@ -49,32 +51,25 @@ def _awarded(conn: Connection, event: RecordedEvent) -> None:
             ranking_entries.c.application_id == d["application_id"]
         )
     ).scalar_one()
-    conn.execute(
-        awards.insert().values(
-            award_id=d["award_id"],
-            call_id=d["call_id"],
-            application_id=d["application_id"],
-            public_reference=app.public_reference,
-            position=position,
-            amount=Decimal(d["amount"]),
-            status="granted",
-            reference=d["reference"],
-            awarded_on=date_of(d["awarded_on"]),
-            awarded_at=event.occurred_at,
-            in_tranches=ZERO,
-            paid=ZERO,
-            expenditure=ZERO,
-            overdue=False,
-            updated_at=event.recorded_at,
-        )
+    insert_row(
+        conn,
+        awards,
+        d,
+        public_reference=app.public_reference,
+        position=position,
+        status="granted",
+        awarded_at=event.occurred_at,
+        in_tranches=ZERO,
+        paid=ZERO,
+        expenditure=ZERO,
+        overdue=False,
+        updated_at=event.recorded_at,
     )
 
 
 def _award_status(conn: Connection, event: RecordedEvent, status: str, **values: Any) -> None:
     award_id = event.data["award_id"]
-    update_row(
-        conn, awards, "award_id", award_id, status=status, updated_at=event.recorded_at, **values
-    )
+    change_row(conn, event, awards, award_id, status=status, **values)
     conn.execute(
         ranking_entries.update()
         .where(ranking_entries.c.award_id == award_id)
@@ -105,42 +100,30 @@ def _revoked(conn: Connection, event: RecordedEvent) -> None:
 def _overdue(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
     update_row(conn, awards, "award_id", d["award_id"], overdue=True)
-    conn.execute(
-        alerts.insert().values(
-            alert_id=f"{d['award_id']}:answer_overdue",
-            kind="award_answer_overdue",
-            award_id=d["award_id"],
-            call_id=d["call_id"],
-            awarded_at=parse_ts(d["awarded_at"]),
-            raised_at=parse_ts(d["detected_at"]),
-        )
+    insert_row(
+        conn,
+        alerts,
+        d,
+        alert_id=f"{d['award_id']}:answer_overdue",
+        kind="award_answer_overdue",
+        raised_at=parse_ts(d["detected_at"]),
     )
 
 
 @_on("tranche_requested")
 def _tranche(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    conn.execute(
-        tranches.insert().values(
-            tranche_id=d["tranche_id"],
-            award_id=d["award_id"],
-            seq=count_rows(conn, tranches, d["award_id"]) + 1,
-            kind=d["kind"],
-            amount=Decimal(d["amount"]),
-            status="requested",
-            claim_reference=d["claim_reference"],
-            claim_date=date_of(d["claim_date"]),
-            requested_at=event.recorded_at,
-        )
+    insert_row(
+        conn,
+        tranches,
+        d,
+        seq=count_rows(conn, tranches, d["award_id"]) + 1,
+        status="requested",
+        requested_at=event.recorded_at,
     )
     row = one_row(conn, awards, "award_id", d["award_id"])
-    update_row(
-        conn,
-        awards,
-        "award_id",
-        d["award_id"],
-        in_tranches=row.in_tranches + Decimal(d["amount"]),
-        updated_at=event.recorded_at,
+    change_row(
+        conn, event, awards, d["award_id"], in_tranches=row.in_tranches + Decimal(d["amount"])
     )
 
 
@@ -159,51 +142,23 @@ def _tranche_answer(conn: Connection, event: RecordedEvent) -> None:
             payment_id=d["payment_id"],
             paid_on=date_of(d["paid_on"]),
         )
-        update_row(
-            conn,
-            awards,
-            "award_id",
-            d["award_id"],
-            paid=row.paid + amount,
-            updated_at=event.recorded_at,
-        )
+        change_row(conn, event, awards, d["award_id"], paid=row.paid + amount)
         if d["kind"] == "balance" and row.status == "confirmed":
             _award_status(conn, event, "closed")
     else:
         update_row(
             conn, tranches, "tranche_id", d["tranche_id"], status="rejected", reason=d["reason"]
         )
-        update_row(
-            conn,
-            awards,
-            "award_id",
-            d["award_id"],
-            in_tranches=row.in_tranches - amount,
-            updated_at=event.recorded_at,
-        )
+        change_row(conn, event, awards, d["award_id"], in_tranches=row.in_tranches - amount)
 
 
 @_on("expenditure_reported")
 def _expenditure(conn: Connection, event: RecordedEvent) -> None:
     d = event.data
-    conn.execute(
-        expenditure_reports.insert().values(
-            report_id=d["report_id"],
-            award_id=d["award_id"],
-            seq=count_rows(conn, expenditure_reports, d["award_id"]) + 1,
-            amount=Decimal(d["amount"]),
-            period_from=date_of(d["period_from"]),
-            period_to=date_of(d["period_to"]),
-            description=d["description"],
-            reported_on=date_of(d["reported_on"]),
-        )
+    insert_row(
+        conn, expenditure_reports, d, seq=count_rows(conn, expenditure_reports, d["award_id"]) + 1
     )
     row = one_row(conn, awards, "award_id", d["award_id"])
-    update_row(
-        conn,
-        awards,
-        "award_id",
-        d["award_id"],
-        expenditure=row.expenditure + Decimal(d["amount"]),
-        updated_at=event.recorded_at,
+    change_row(
+        conn, event, awards, d["award_id"], expenditure=row.expenditure + Decimal(d["amount"])
     )

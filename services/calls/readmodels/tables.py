@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from shared.days import parse_date
 from shared.projections import Amount
+from shared.records import RecordedEvent
 from shared.tables import UTCDateTime
 
 metadata = sa.MetaData()
@@ -158,6 +159,15 @@ def date_of(text: str | None) -> dt.date | None:
 
 def update_row(conn: Connection, table: sa.Table, key: str, value: str, **values: Any) -> None:
     conn.execute(table.update().where(table.c[key] == value).values(**values))
+
+
+def change_row(
+    conn: Connection, event: RecordedEvent, table: sa.Table, key: str, **values: Any
+) -> None:
+    """`values` into the row of `table` whose primary key is `key`, the row stamped with the
+    instant the changing event was recorded (`updated_at`)."""
+    (column,) = table.primary_key.columns
+    conn.execute(table.update().where(column == key).values(**values, updated_at=event.recorded_at))
 
 
 def count_rows(conn: Connection, table: sa.Table, award_id: str) -> int:

@@ -222,13 +222,11 @@ def broken_invariants(project: Project) -> list[Violation]:
     return broken
 
 
+FIGURES = ("programmed", "admitted", "legally_binding", "disbursed")
+
+
 def _figures(line: Line) -> dict[str, Decimal]:
-    return {
-        "programmed": line.programmed,
-        "admitted": line.admitted,
-        "legally_binding": line.legally_binding,
-        "disbursed": line.disbursed,
-    }
+    return {name: getattr(line, name) for name in FIGURES}
 
 
 # -- commands from people: a refusal raises, nothing is stored ----------------------------------

@@ -23,6 +23,7 @@ from shared.money import ZERO
 from shared.projections import replay_as_of
 
 from ..readmodels import (
+    CAUSE,
     Reader,
     admissions,
     commitments,
@@ -36,13 +37,12 @@ from ..readmodels import (
 FIGURES = ("programmed", "admitted", "legally_binding", "disbursed")
 
 
-def _cause(row: Any) -> dict[str, Any]:
-    return {
-        "event_id": row.event_id,
-        "causation_id": row.causation_id,
-        "correlation_id": row.correlation_id,
-        "actor": row.actor,
-    }
+def _entry(row: Any) -> dict[str, Any]:
+    """An entry's row (a commitment, a reduction, a payment) as the API answers it: its columns,
+    the cause's gathered in one member."""
+    entry = dict(row._mapping)
+    entry["cause"] = {name: entry.pop(name) for name in CAUSE}
+    return entry
 
 
 class Books:
@@ -53,15 +53,7 @@ class Books:
         rows = self._read(sa.select(projects).where(projects.c.project_cup == cup))
         if not rows:
             return None
-        row = rows[0]
-        return {
-            "project_cup": row.project_cup,
-            "local_code": row.local_code,
-            "title": row.title,
-            "start_date": row.start_date,
-            "plan_reference": row.plan_reference,
-            "budget_lines": self.lines(cup),
-        }
+        return {**rows[0]._mapping, "budget_lines": self.lines(cup)}
 
     def lines(self, cup: str) -> list[dict[str, Any]]:
         rows = self._read(
@@ -118,22 +110,12 @@ class Books:
             query = query.where(commitments.c.commitment_id == commitment_id)
         rows = self._read(query)
         ids = [row.commitment_id for row in rows]
-        paid = self._payments_of(ids)
-        reduced = self._reductions_of(ids)
+        paid = self._entries_of(payments, ids)
+        reduced = self._entries_of(reductions, ids)
         return [
             {
-                "commitment_id": row.commitment_id,
-                "project_cup": row.project_cup,
-                "budget_line": row.budget_line,
-                "kind": row.kind,
-                "source_reference": row.source_reference,
-                "signed_on": row.signed_on,
-                "original_amount": row.original_amount,
-                "amount": row.amount,
-                "paid": row.paid,
+                **_entry(row),
                 "remaining": row.amount - row.paid,
-                "award_id": row.award_id,
-                "cause": _cause(row),
                 "reductions": reduced[row.commitment_id],
                 "payments": paid[row.commitment_id],
             }
@@ -148,56 +130,19 @@ class Books:
         rows = self._read(
             sa.select(payments).where(payments.c.project_cup == cup).order_by(payments.c.position)
         )
-        return [_payment(row) for row in rows]
+        return [_entry(row) for row in rows]
 
-    def _payments_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def _entries_of(self, table: sa.Table, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The rows of `table` (payments, reductions) on each of the commitments `ids`, in the
+        order of record."""
         found: dict[str, list[dict[str, Any]]] = defaultdict(list)
         if ids:
             rows = self._read(
-                sa.select(payments)
-                .where(payments.c.commitment_id.in_(ids))
-                .order_by(payments.c.position)
+                sa.select(table).where(table.c.commitment_id.in_(ids)).order_by(table.c.position)
             )
             for row in rows:
-                found[row.commitment_id].append(_payment(row))
+                found[row.commitment_id].append(_entry(row))
         return found
-
-    def _reductions_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        if ids:
-            rows = self._read(
-                sa.select(reductions)
-                .where(reductions.c.commitment_id.in_(ids))
-                .order_by(reductions.c.position)
-            )
-            for row in rows:
-                found[row.commitment_id].append(
-                    {
-                        "reduction_id": row.reduction_id,
-                        "amount": row.amount,
-                        "reason": row.reason,
-                        "source_reference": row.source_reference,
-                        "reduced_on": row.reduced_on,
-                        "cause": _cause(row),
-                    }
-                )
-        return found
-
-
-def _payment(row: Any) -> dict[str, Any]:
-    return {
-        "payment_id": row.payment_id,
-        "commitment_id": row.commitment_id,
-        "project_cup": row.project_cup,
-        "budget_line": row.budget_line,
-        "claim_reference": row.claim_reference,
-        "claim_date": row.claim_date,
-        "paid_on": row.paid_on,
-        "amount": row.amount,
-        "award_id": row.award_id,
-        "tranche_id": row.tranche_id,
-        "cause": _cause(row),
-    }
 
 
 class Replayer:

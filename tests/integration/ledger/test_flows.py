@@ -5,26 +5,41 @@ public types reach lavoro.public, the project stream's bookkeeping does not."""
 
 from __future__ import annotations
 
+import kombu
 import pytest
 
+from services.ledger.service import LedgerService
 from shared.consumer import consumer_stats
-from shared.dependencies import log_for
 from tests.helpers import wait_for
-from tests.integration.ledger.harness import LedgerHarness
-from tests.service.ledger.client import a_cup, funded
+from tests.kit.broker import Harness
+from tests.kit.service import Running, database_of
+from tests.service.ledger.builders import a_cup, funded
 
 pytestmark = pytest.mark.integration
+CALLS_OPERATOR = "op-calls-1"  # the actor of the calls events the test publishes
 
 
 @pytest.fixture
-def harness(amqp_uri, store_url, unique):
-    harness = LedgerHarness(amqp_uri, store_url, unique)
-    yield harness
-    harness.close()
+def answers(harness: Harness) -> kombu.Queue:
+    """What the ledger publishes on its exchange."""
+    return harness.tap("ledger")
 
 
-def award(harness: LedgerHarness, cup: str, award_id: str, amount: str) -> dict:
-    return harness.calls_event(
+@pytest.fixture
+def public(harness: Harness) -> kombu.Queue:
+    """What the ledger publishes on lavoro.public."""
+    return harness.tap_public("ledger")
+
+
+@pytest.fixture
+def ledger(harness: Harness, store_url, answers, public) -> Running:
+    """The whole ledger on the broker, started once the test taps what it publishes."""
+    return harness.start(LedgerService, database_of(store_url))
+
+
+def award(harness: Harness, cup: str, award_id: str, amount: str) -> dict:
+    return harness.event(
+        "calls",
         "grant_awarded",
         f"award-{award_id}",
         {
@@ -37,11 +52,13 @@ def award(harness: LedgerHarness, cup: str, award_id: str, amount: str) -> dict:
             "reference": f"AVV-2024-01/{award_id}",
             "awarded_on": "2024-10-21",
         },
+        actor=CALLS_OPERATOR,
     )
 
 
-def tranche(harness: LedgerHarness, award_id: str, tranche_id: str, amount: str) -> dict:
-    return harness.calls_event(
+def tranche(harness: Harness, award_id: str, tranche_id: str, amount: str) -> dict:
+    return harness.event(
+        "calls",
         "tranche_requested",
         f"award-{award_id}",
         {
@@ -52,27 +69,28 @@ def tranche(harness: LedgerHarness, award_id: str, tranche_id: str, amount: str)
             "claim_reference": f"CL-{tranche_id}",
             "claim_date": "2024-11-04",
         },
+        actor=CALLS_OPERATOR,
     )
 
 
-def answers_of(harness: LedgerHarness, count: int) -> list[dict]:
+def answers_of(harness: Harness, answers: kombu.Queue, count: int) -> list[dict]:
     """The next `count` ledger events of the flows (the project stream's postings left out)."""
-    bodies = harness.take(harness.answers, count)
+    bodies = harness.take(answers, count)
     return [b for b in bodies if b["stream"].startswith("commitment-")]
 
 
-def test_awards_and_tranches_are_answered_once_with_their_cause(harness):
-    client = harness.start()
+def test_awards_and_tranches_are_answered_once_with_their_cause(harness, ledger, answers, public):
+    client = ledger.client
     cup = a_cup()
     funded(client, cup, labour_policies="10000.00")
-    assert [b["type"] for b in harness.take(harness.answers, 2)] == [
+    assert [b["type"] for b in harness.take(answers, 2)] == [
         "project_programmed",
         "funding_admitted",
     ]
 
     fits = award(harness, cup, "a1", "8000.00")
-    harness.publish(fits)
-    [recorded] = answers_of(harness, 2)  # the answer and its posting on the project stream
+    harness.publish("calls", fits)
+    [recorded] = answers_of(harness, answers, 2)  # the answer and its posting on the project stream
     assert (recorded["type"], recorded["stream"]) == ("commitment_recorded", "commitment-grant-a1")
     assert recorded["data"]["commitment_id"] == "grant-a1"
     assert recorded["data"]["amount"] == "8000.00"
@@ -80,8 +98,8 @@ def test_awards_and_tranches_are_answered_once_with_their_cause(harness):
     assert recorded["correlation_id"] == fits["correlation_id"]
 
     too_big = award(harness, cup, "a2", "2500.00")
-    harness.publish(too_big)
-    [rejected] = answers_of(harness, 1)
+    harness.publish("calls", too_big)
+    [rejected] = answers_of(harness, answers, 1)
     assert (rejected["type"], rejected["stream"]) == ("commitment_rejected", "commitment-grant-a2")
     assert (rejected["data"]["reason"], rejected["data"]["available"]) == (
         "line_lacks_room",
@@ -94,9 +112,9 @@ def test_awards_and_tranches_are_answered_once_with_their_cause(harness):
         tranche(harness, "a1", "t2", "4000.01"),
         tranche(harness, "a2", "t3", "100.00"),
     ]
-    harness.publish(*requests)
-    answers = answers_of(harness, 4)  # three answers, one posting
-    by_cause = {a["causation_id"]: a for a in answers}
+    harness.publish("calls", *requests)
+    replies = answers_of(harness, answers, 4)  # three answers, one posting
+    by_cause = {a["causation_id"]: a for a in replies}
     paid, over, nothing = (by_cause[r["id"]] for r in requests)
     assert (paid["type"], paid["data"]["payment_id"], paid["data"]["amount"]) == (
         "payment_disbursed",
@@ -116,24 +134,24 @@ def test_awards_and_tranches_are_answered_once_with_their_cause(harness):
     assert [a["stream"] for a in (paid, over)] == ["commitment-grant-a1"] * 2
 
     # Redelivered twice: the inbox sees them, nothing is appended, nothing more is published.
-    container = harness.container
-    log = log_for(container)
+    container = ledger.container
+    log = ledger.log
     head = log.head()
     stats = consumer_stats(container)
     every = [fits, too_big, *requests]
-    harness.publish(*every, *every)
+    harness.publish("calls", *every, *every)
     wait_for(lambda: stats["duplicate"] >= 2 * len(every), 10, "the redeliveries")
     assert log.head() == head
-    assert harness.answers.get(no_ack=True) is None
+    assert answers.get(no_ack=True) is None
 
-    progress = client.get(f"/projects/{cup}/progress").body["total"]
+    progress = client.get(f"/projects/{cup}/progress").json()["total"]
     assert (progress["legally_binding"], progress["disbursed"]) == ("8000.00", "4000.00")
-    commitment = client.get("/commitments/grant-a1").body
+    commitment = client.get("/commitments/grant-a1").json()
     assert commitment["cause"]["causation_id"] == fits["id"]
     assert commitment["payments"][0]["cause"]["causation_id"] == requests[0]["id"]
 
-    public = harness.take(harness.public, 7)
-    assert sorted(m["type"].rsplit(".", 1)[1] for m in public) == [
+    published = harness.take(public, 7)
+    assert sorted(m["type"].rsplit(".", 1)[1] for m in published) == [
         "commitment_recorded",
         "commitment_rejected",
         "funding_admitted",
@@ -142,13 +160,12 @@ def test_awards_and_tranches_are_answered_once_with_their_cause(harness):
         "payment_rejected",
         "project_programmed",
     ]  # entry_posted, the project stream's bookkeeping, is not public
-    assert harness.public.get(no_ack=True) is None
+    assert public.get(no_ack=True) is None
 
 
-def test_a_malformed_award_is_parked_not_answered(harness):
-    harness.start()
+def test_a_malformed_award_is_parked_not_answered(harness, ledger):
     broken = award(harness, a_cup(), "bad", "8000.001")
-    harness.publish(broken)
-    stats = consumer_stats(harness.container)
+    harness.publish("calls", broken)
+    stats = consumer_stats(ledger.container)
     wait_for(lambda: stats["parked"] >= 1, 10, "the malformed award parked")
-    assert log_for(harness.container).head()[0] == 0  # no answer, no half-made entry
+    assert ledger.log.head()[0] == 0  # no answer, no half-made entry

@@ -6,11 +6,9 @@ is altered behind the triggers' back."""
 from __future__ import annotations
 
 import json
-import urllib.parse
 
 import pytest
 import sqlalchemy as sa
-from nameko.testing.services import replace_dependencies, restrict_entrypoints
 from typer.testing import CliRunner
 
 from services.ledger import demo as seed
@@ -18,45 +16,25 @@ from services.ledger import readmodels
 from services.ledger.service import LedgerService
 from shared.cli import app
 from shared.db import disable_append_only, write_transaction
-from shared.dependencies import log_for
-from shared.web import bound_port
-from tests.service.ledger.client import HTTP_ENDPOINTS, TOKENS, Client
+from tests.kit.service import Running, database_of, database_url, without_broker
+from tests.service.ledger.builders import record_seed
 
 pytestmark = pytest.mark.integration
 FIGURES = ("programmed", "admitted", "legally_binding", "disbursed")
 
 
 @pytest.fixture
-def ledger(container_factory, store_url):
-    url, schema = store_url
-    config = {
-        "AMQP_URI": "memory://",
-        "WEB_SERVER_ADDRESS": "127.0.0.1:0",
-        "DATABASE_URL": url,
-        "LAVORO_TOKENS": TOKENS,
-    }
-    if schema:
-        config["DATABASE_SCHEMA"] = schema
-    container = container_factory(LedgerService, config)
-    replace_dependencies(container, "relay")
-    restrict_entrypoints(container, *HTTP_ENDPOINTS)
-    container.start()
-    return Client(f"http://127.0.0.1:{bound_port(container)}"), log_for(container)
-
-
-def cli_env(store_url) -> dict[str, str]:
-    url, schema = store_url
-    if schema:
-        url += "?options=" + urllib.parse.quote(f"-csearch_path={schema}")
-    return {"LEDGER_DATABASE_URL": url}
+def ledger(container_factory, store_url) -> Running:
+    """The ledger's HTTP API, no broker, on the test's SQLite or PostgreSQL database."""
+    return without_broker(container_factory, LedgerService, database_of(store_url))
 
 
 def test_the_seed_reads_back_the_published_figures_and_its_log_verifies(ledger, store_url):
-    client, log = ledger
-    sent = client.record_seed()
+    client, log = ledger.client, ledger.log
+    sent = record_seed(client)
     assert sent == 2 + len(seed.COMMITMENTS) + sum(len(c.payments) for c in seed.COMMITMENTS)
 
-    progress = client.get(f"/projects/{seed.CUP}/progress").body
+    progress = client.get(f"/projects/{seed.CUP}/progress").json()
     assert {k: progress["total"][k] for k in FIGURES} == {
         "programmed": "4000000.00",
         "admitted": "4000000.00",
@@ -68,17 +46,17 @@ def test_the_seed_reads_back_the_published_figures_and_its_log_verifies(ledger, 
     assert set(by_line) == {"employment_services", "safeguarding", "labour_policies"}
     for line in by_line.values():  # every line fully committed, none paid past its commitments
         assert line["legally_binding"] == line["admitted"] == line["programmed"]
-    commitments = client.get(f"/projects/{seed.CUP}/commitments").body["commitments"]
+    commitments = client.get(f"/projects/{seed.CUP}/commitments").json()["commitments"]
     assert len(commitments) == len(seed.COMMITMENTS)
     assert {c["kind"] for c in commitments} == {"convention", "contract", "grant"}
-    assert client.get(f"/projects/{seed.CUP}/overdue").body["late"] == []
+    assert client.get(f"/projects/{seed.CUP}/overdue").json()["late"] == []
 
     # The read models rebuilt from the log are the same books.
     readmodels.projection.rebuild(log)
-    assert client.get(f"/projects/{seed.CUP}/progress").body == progress
+    assert client.get(f"/projects/{seed.CUP}/progress").json() == progress
 
     runner = CliRunner()
-    env = cli_env(store_url)
+    env = {"LEDGER_DATABASE_URL": database_url(store_url)}
     verified = runner.invoke(app, ["audit", "verify", "--service", "ledger"], env=env)
     head_position, head_hash = log.head()
     assert verified.exit_code == 0, verified.output

@@ -16,7 +16,8 @@ from services.ledger import readmodels
 from services.ledger.service import LedgerService
 from shared.clock import UTC, FixedClock
 from shared.dependencies import EventStore
-from tests.service.ledger.client import AUDITOR, a_cup, commitment_body, funded, project_body
+from tests.kit.http import AUDITOR
+from tests.service.ledger.builders import a_cup, commitment_body, funded, project_body
 
 
 def paying(
@@ -29,12 +30,13 @@ def paying(
     )
 
 
-def test_progress_as_of_a_day_is_the_books_at_the_end_of_that_day_in_bologna(start_ledger):
+def test_progress_as_of_a_day_is_the_books_at_the_end_of_that_day_in_bologna(serve):
     clock = FixedClock(dt.datetime(2024, 3, 1, 9, 0, tzinfo=UTC))
     store = EventStore(
         projections=[readmodels.projection], upcasters=schemas.upcasters, clock=clock
     )
-    client, log = start_ledger(type("LedgerAt", (LedgerService,), {"store": store}))
+    at = serve(type("LedgerAt", (LedgerService,), {"store": store}))
+    client, log = at.client, at.log
     cup = a_cup()
     funded(client, cup, safeguarding="1000.00")
     clock.set(dt.datetime(2024, 5, 10, 21, 30, tzinfo=UTC))  # 23:30 on 10 May in Bologna
@@ -44,7 +46,7 @@ def test_progress_as_of_a_day_is_the_books_at_the_end_of_that_day_in_bologna(sta
 
     def total(as_of: str | None) -> tuple[str, ...]:
         params = {"as_of": as_of} if as_of else None
-        body = client.get(f"/projects/{cup}/progress", params=params).body
+        body = client.get(f"/projects/{cup}/progress", params=params).json()
         assert body["as_of"] == as_of
         figures = body["total"]
         return tuple(figures[k] for k in ("programmed", "admitted", "legally_binding", "disbursed"))
@@ -64,11 +66,18 @@ def test_progress_as_of_a_day_is_the_books_at_the_end_of_that_day_in_bologna(sta
 
     bad = client.get(f"/projects/{cup}/progress", params={"as_of": "11/05/2024"})
     assert bad.status_code == 422
-    assert list(bad.body["fields"]) == ["as_of"]
+    assert list(bad.json()["fields"]) == ["as_of"]
+    # A day outside the plausible range is refused the same way (9999-12-31 overflowed: a 500).
+    for day in ("9999-12-31", "0001-01-01"):
+        far = client.get(f"/projects/{cup}/progress", params={"as_of": day})
+        assert far.status_code == 422, far.json()
+        assert far.json()["fields"] == {
+            "as_of": ["Outside the plausible range, 1900-01-01 to 2199-12-31."]
+        }
 
 
 def test_the_lists_show_each_entry_with_its_cause(ledger):
-    client, _log = ledger
+    client = ledger.client
     cup = a_cup()
     funded(client, cup, safeguarding="1000.00", labour_policies="500.00")
     client.ok("POST", "/commitments", commitment_body(cup, "300.00", "CIG-1"))
@@ -77,9 +86,9 @@ def test_the_lists_show_each_entry_with_its_cause(ledger):
     )
     paying(client, cup, "contract-cig-1", "FT-1", "2024-05-01", "2024-05-10", "100.00")
 
-    admissions = client.get(f"/projects/{cup}/admissions").body["admissions"]
+    admissions = client.get(f"/projects/{cup}/admissions").json()["admissions"]
     assert [(a["act_reference"], a["amount"]) for a in admissions] == [(f"DEC {cup}", "1500.00")]
-    commitments = client.get(f"/projects/{cup}/commitments", token=AUDITOR).body["commitments"]
+    commitments = client.get(f"/projects/{cup}/commitments", token=AUDITOR).json()["commitments"]
     assert [(c["commitment_id"], c["remaining"]) for c in commitments] == [
         ("contract-cig-1", "200.00"),
         ("grant-g-1", "200.00"),
@@ -87,9 +96,9 @@ def test_the_lists_show_each_entry_with_its_cause(ledger):
     cause = commitments[0]["cause"]
     assert cause["actor"] == "ada" and cause["causation_id"] is None and cause["event_id"]
     assert commitments[0]["payments"][0]["claim_reference"] == "FT-1"
-    payments = client.get(f"/projects/{cup}/payments").body["payments"]
+    payments = client.get(f"/projects/{cup}/payments").json()["payments"]
     assert [(p["payment_id"], p["amount"]) for p in payments] == [("claim-ft-1", "100.00")]
-    progress = client.get(f"/projects/{cup}/progress").body
+    progress = client.get(f"/projects/{cup}/progress").json()
     assert [line["budget_line"] for line in progress["budget_lines"]] == [
         "safeguarding",
         "labour_policies",
@@ -98,19 +107,19 @@ def test_the_lists_show_each_entry_with_its_cause(ledger):
 
 
 def test_the_overdue_and_retention_reports(ledger):
-    client, _log = ledger
+    client = ledger.client
     cup = a_cup()
     funded(client, cup, safeguarding="1000.00")
     client.ok("POST", "/commitments", commitment_body(cup, "600.00", "CIG-1"))
     client.ok("POST", "/commitments", commitment_body(cup, "400.00", "CIG-2"))
     paying(client, cup, "contract-cig-1", "FT-1", "2024-01-10", "2024-03-30", "100.00")  # day 80
     paying(client, cup, "contract-cig-1", "FT-2", "2024-01-10", "2024-04-10", "100.00")  # day 91
-    overdue = client.get(f"/projects/{cup}/overdue").body
+    overdue = client.get(f"/projects/{cup}/overdue").json()
     assert overdue["limit_days"] == 80
     assert [(p["claim_reference"], p["deadline"], p["days_late"]) for p in overdue["late"]] == [
         ("FT-2", "2024-03-30", 11)
     ]
-    documents = client.get(f"/projects/{cup}/retention").body["documents"]
+    documents = client.get(f"/projects/{cup}/retention").json()["documents"]
     assert [(d["reference"], d["retain_until"]) for d in documents] == [
         ("CIG-1", "2029-12-31"),
         ("FT-1", "2029-12-31"),
@@ -120,7 +129,7 @@ def test_the_overdue_and_retention_reports(ledger):
 
 
 def test_the_csv_export_has_the_cup_on_every_row(ledger):
-    client, _log = ledger
+    client = ledger.client
     cup = a_cup()
     funded(client, cup, safeguarding="1000.00")
     client.ok("POST", "/commitments", commitment_body(cup, "600.00", "CIG-1"))
@@ -140,8 +149,8 @@ def test_the_csv_export_has_the_cup_on_every_row(ledger):
 
 
 def test_the_openapi_document_is_public_valid_and_describes_the_api(ledger):
-    client, _log = ledger
-    spec = client.get("/openapi.json", token=None).body
+    client = ledger.client
+    spec = client.get("/openapi.json", token=None).json()
     validate(spec)
     paths = spec["paths"]
     assert "/projects/{cup}/progress" in paths and "/commitments/{commitment_id}/payments" in paths
@@ -157,8 +166,8 @@ def test_the_openapi_document_is_public_valid_and_describes_the_api(ledger):
 
 
 def test_a_project_created_over_http_reads_the_same_through_every_role(ledger):
-    client, _log = ledger
+    client = ledger.client
     cup = a_cup()
     client.ok("POST", "/projects", project_body(cup, employment_services="5.00"))
-    assert client.get(f"/projects/{cup}", token=AUDITOR).body["project_cup"] == cup
+    assert client.get(f"/projects/{cup}", token=AUDITOR).json()["project_cup"] == cup
     assert client.get(f"/projects/{cup}", token=None).status_code == 401

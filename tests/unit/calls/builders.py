@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import uuid
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -21,6 +20,7 @@ from services.calls.commands import (
 from services.calls.domain import awards
 from shared.clock import UTC
 from shared.records import NewEvent, RecordedEvent
+from tests.kit.events import recorded
 
 # The call below is open from 1 March (Bologna) to 31 March 2024, DST starting on the 31st.
 OPENS_ON, CLOSES_ON = dt.date(2024, 3, 1), dt.date(2024, 3, 31)
@@ -31,22 +31,15 @@ CALL_ID = "c0ffee00-0000-4000-8000-000000000001"
 _positions = itertools.count(1)
 
 
-def recorded(event: NewEvent, *, at: dt.datetime = DURING, stream: str = "s") -> RecordedEvent:
-    return RecordedEvent(
+def as_recorded(event: NewEvent, at: dt.datetime) -> RecordedEvent:
+    """`event` as the log records it at `at`."""
+    return recorded(
+        event.type,
+        event.data,
         position=next(_positions),
-        id=str(uuid.uuid4()),
-        stream=stream,
-        version=1,
-        type=event.type,
         schema_version=event.schema_version,
-        data=event.data,
-        correlation_id=None,
-        causation_id=None,
         actor="tester",
-        occurred_at=at,
-        recorded_at=at,
-        prev_hash="0" * 64,
-        hash="f" * 64,
+        at=at,
     )
 
 
@@ -54,7 +47,7 @@ def apply_call(
     call: domain.Call, events: Iterable[NewEvent], at: dt.datetime = DURING
 ) -> domain.Call:
     for event in events:
-        domain.evolve(call, recorded(event, at=at))
+        domain.evolve(call, as_recorded(event, at))
     return call
 
 
@@ -62,7 +55,7 @@ def apply_award(
     award: awards.Award, events: Iterable[NewEvent], at: dt.datetime = DURING
 ) -> awards.Award:
     for event in events:
-        awards.evolve_award(award, recorded(event, at=at))
+        awards.evolve_award(award, as_recorded(event, at))
     return award
 
 

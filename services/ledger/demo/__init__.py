@@ -7,17 +7,19 @@ start 15/12/2023, and the four totals: programmed 4,000,000.00, admitted 4,000,0
 binding 4,000,000.00, disbursed 605,305.62 (15.1%).
 
 What is NOT official, but inferred to make the books plausible: the split across the three budget
-lines, the admission act's reference and date, every convention, contract and grant below (their
+lines, the admission act's reference and date, every convention, contract and grant (their
 references, dates and amounts), and every payment. No public source itemises them. The pieces are
 shaped on what DOMAIN.md says about the offices (Insieme per il lavoro with the Città
 metropolitana, the municipal job desk, the Tavolo di salvaguardia, the over-indebtedness desk,
 the self-employment and social-innovation calls with their caps of 10,000 and 8,000 euros) and add
 up exactly to the published totals; every payment is made within the 80 days of Reg. 2021/1060.
+The figures are data, in `seed.yaml` beside this module, which loads them into the dataclasses
+below.
 
 Two renditions of the same books. The grants of the two metropolitan calls are, in the programme,
 the calls service's awards reaching the ledger (docs/events.md, F1) and their advances the
 tranches it pays (F2): `CALLS` holds what those awards and tranches come to, and `lavoro demo`
-(services/calls/demo.py) makes the calls service award exactly them, ONE more award of the social
+(services/calls/demo/) makes the calls service award exactly them, ONE more award of the social
 innovation call finding no room left on the line (suspended, its money released to the call).
 `requests()` records the same books through the ledger's HTTP API alone, each award as a `grant`
 commitment and each advance as a payment (the ledger's own tests use it): both end on the same
@@ -35,36 +37,24 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from shared.demo import Check, Command, Contribution, Demo, Outcome, Step, euros, key
 
-from .domain import commitment_id_for
+from ..domain import commitment_id_for
 
-CUP = "F31D23000140007"
-PROJECT: dict[str, Any] = {
-    "cup": CUP,
-    "local_code": "BO4.4.8.1.a",
-    "title": "Piano per il lavoro e per la salvaguardia e la qualità dell'occupazione",
-    "start_date": "2023-12-15",
-    "plan_reference": "Piano operativo PN Metro Plus 2021-2027, Bologna (inferred)",
-    "budget_lines": [
-        {"budget_line": "employment_services", "amount": "2000000.00"},
-        {"budget_line": "safeguarding", "amount": "900000.00"},
-        {"budget_line": "labour_policies", "amount": "1100000.00"},
-    ],
-}
-ADMISSION: dict[str, Any] = {
-    "act_reference": "AdG PN Metro Plus - ammissione BO4.4.8.1.a (inferred)",
-    "adopted_on": "2024-02-29",
-    "budget_lines": PROJECT["budget_lines"],
-}
-EXPECTED = {
-    "programmed": Decimal("4000000.00"),
-    "admitted": Decimal("4000000.00"),
-    "legally_binding": Decimal("4000000.00"),
-    "disbursed": Decimal("605305.62"),
-}
+# Every scalar of the seed loads as text (BaseLoader): an amount or a date reads exactly as
+# written there, never as a float or a date object.
+_SEED: dict[str, Any] = yaml.load(
+    (Path(__file__).parent / "seed.yaml").read_text(encoding="utf-8"), Loader=yaml.BaseLoader
+)
+PROJECT: dict[str, Any] = _SEED["project"]
+CUP: str = PROJECT["cup"]
+ADMISSION: dict[str, Any] = {**_SEED["admission"], "budget_lines": PROJECT["budget_lines"]}
+EXPECTED = {name: Decimal(amount) for name, amount in _SEED["expected"].items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,82 +118,20 @@ class CallGrants:
         return grants
 
 
-# The two calls of DOMAIN.md: self-employment (up to 10,000 euros an award, 80% of the eligible
-# cost) and social innovation (up to 8,000). Every third-sector body asked the social innovation
-# call for the full 8,000; its budget was set for ten awards, but by the time its ranking was
-# approved the line had room for nine (inferred, like every figure here).
-CALLS: tuple[CallGrants, ...] = (
-    CallGrants(
-        "AVV-2024-AUTOIMP", "self_employment",
-        awards=("10000.00", "10000.00", "9800.00", "9500.00", "9200.00",
-                "10000.00", "9700.00", "10000.00", "9800.00", "10000.00"),
-        advances=("5000.00", "5000.00", "4900.00", "4750.00"),
-        signed_on="2024-10-21", claim_date="2024-11-04", paid_on="2024-12-10",
-    ),
-    CallGrants(
-        "AVV-2024-INNSOC", "social_innovation",
-        awards=("8000.00",) * 9,
-        advances=("4000.00", "3750.00"),
-        signed_on="2024-11-25", claim_date="2024-12-09", paid_on="2025-01-24",
-        over_room=("8000.00",),
-    ),
-)  # fmt: skip
+def _call_grants(entry: Mapping[str, Any]) -> CallGrants:
+    lists = {k: tuple(entry.get(k, ())) for k in ("awards", "advances", "over_room")}
+    return CallGrants(**{**entry, **lists})
 
 
-OFFICE_COMMITMENTS: tuple[Commitment, ...] = (
-    # employment services: 2,000,000.00
-    Commitment(
-        "employment_services", "convention", "CONV-2024-IPL", "2024-04-15", "1400000.00",
-        "Insieme per il lavoro, with the Città metropolitana (Ufficio comune)",
-        (Payment("DR-IPL-2024-01", "2024-05-02", "2024-06-20", "280000.00"),),
-    ),
-    Commitment(
-        "employment_services", "contract", "CIG-B1A2C3D401", "2024-06-03", "460000.00",
-        "the municipal job desk (Sportello comunale per il lavoro), 12 quarters",
-        (
-            Payment("FT-2024-0917", "2024-10-07", "2024-11-14", "38333.33"),
-            Payment("FT-2025-0012", "2025-01-10", "2025-02-21", "38333.33"),
-        ),
-    ),
-    Commitment(
-        "employment_services", "contract", "CIG-B1A2C3D402", "2024-05-20", "140000.00",
-        "online questionnaire and case-management platform",
-        (Payment("FT-2024-0611", "2024-09-30", "2024-11-05", "42000.00"),),
-    ),
-    # safeguarding: 900,000.00
-    Commitment(
-        "safeguarding", "convention", "CONV-2024-SALV", "2024-04-15", "350000.00",
-        "Tavolo metropolitano di salvaguardia and Tavolo Ripresa, with the Città metropolitana",
-        (Payment("DR-SALV-2024-01", "2024-05-02", "2024-06-20", "70000.00"),),
-    ),
-    Commitment(
-        "safeguarding", "contract", "CIG-B1A2C3D403", "2024-07-01", "330000.00",
-        "the over-indebtedness desk (Sportello sovraindebitamento)",
-        (
-            Payment("FT-2024-1102", "2024-11-04", "2024-12-12", "27500.00"),
-            Payment("FT-2025-0203", "2025-02-03", "2025-03-18", "27500.00"),
-        ),
-    ),
-    Commitment(
-        "safeguarding", "convention", "CONV-2024-OCC", "2024-09-10", "220000.00",
-        "an over-indebtedness settlement body (OCC) for the people the desk sends on",
-        (Payment("DR-OCC-2024-01", "2024-10-15", "2024-12-02", "22000.00"),),
-    ),
-    # labour policies: 1,100,000.00
-    Commitment(
-        "labour_policies", "contract", "CIG-B1A2C3D404", "2024-05-06", "420000.00",
-        "accompaniment and co-design for the self-employment and social-innovation calls",
-        (Payment("SAL-ACC-2024-01", "2024-12-16", "2025-02-07", "32238.96"),),
-    ),
-    Commitment(
-        "labour_policies", "convention", "CONV-2024-CARTE", "2024-06-17", "260000.00",
-        "charters and site protocols: ethical logistics monitoring, checklists, badges",
-    ),
-    Commitment(
-        "labour_policies", "convention", "CONV-2024-MICRO", "2024-07-22", "250000.00",
-        "guarantee fund for the calls' microcredit (up to 25,000 euros a loan)",
-    ),
-)  # fmt: skip
+def _commitment(entry: Mapping[str, Any]) -> Commitment:
+    payments = tuple(Payment(**payment) for payment in entry.get("payments", ()))
+    return Commitment(**{**entry, "payments": payments})
+
+
+CALLS: tuple[CallGrants, ...] = tuple(_call_grants(entry) for entry in _SEED["calls"])
+OFFICE_COMMITMENTS: tuple[Commitment, ...] = tuple(
+    _commitment(entry) for entry in _SEED["office_commitments"]
+)
 
 # Every commitment of the books: the offices' documents, then the calls' grant agreements.
 COMMITMENTS: tuple[Commitment, ...] = (
