@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -285,6 +284,7 @@ class Cluster:
     queues; `uri` lists every node, as a service's AMQP_URI does in such a deployment."""
 
     def __init__(self, base: Path, size: int = 3) -> None:
+        self.base = base
         tag = uuid.uuid4().hex[:6]
         names = [f"lavoro-{tag}-{n}@localhost" for n in range(1, size + 1)]
         self.cookie = uuid.uuid4().hex.upper()
@@ -327,17 +327,11 @@ class Cluster:
         return list(json.loads(status.stdout).get("running_nodes", []))
 
     def close(self) -> None:
+        """Kill every node and delete their folders (data, logs, cookie)."""
         for node in self.nodes:
             node.kill()
             node._reap_group()
-
-
-def wait_cluster_members(cluster: Cluster, via: Node, count: int, timeout: float = 60) -> None:
-    wait_for(lambda: len(cluster.running_nodes(via)) == count, timeout, f"{count} running nodes")
-
-
-def elapsed(since: float) -> float:
-    return round(time.monotonic() - since, 1)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 class NamedConnections:
