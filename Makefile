@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration bench lint fmt clean
+.PHONY: install run test test-unit test-integration test-reliability bench lint fmt clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration tests/service
+
+test-reliability: $(STAMP)
+	$(BIN)/pytest -q tests/reliability
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -25,10 +25,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import amqp
 import kombu
 from kombu.utils.url import parse_url
 
+from shared import failover
 from shared.config import ConfigError
 
 SOURCE_USERS_KEY = "LAVORO_SOURCE_USERS"
@@ -47,23 +47,9 @@ def client_properties(name: str) -> dict[str, Any]:
 
 
 def broker_user(amqp_uri: str) -> str:
-    """The user a connection to `amqp_uri` logs in as (kombu's default, `guest`, if none)."""
-    return parse_url(amqp_uri)["userid"] or "guest"
-
-
-def amqp_connection(amqp_uri: str, name: str, *, connect_timeout: float = 10) -> amqp.Connection:
-    """A py-amqp connection to `amqp_uri` named `name`, not yet connected."""
-    parts = parse_url(amqp_uri)
-    secure = parts["transport"] == "amqps"
-    return amqp.Connection(
-        host=f"{parts['hostname'] or 'localhost'}:{parts['port'] or (5671 if secure else 5672)}",
-        userid=parts["userid"] or "guest",
-        password=parts["password"] or "guest",
-        virtual_host=parts["virtual_host"] or "/",
-        ssl=secure,
-        connect_timeout=connect_timeout,
-        client_properties=client_properties(name),
-    )
+    """The user a connection to `amqp_uri` logs in as (kombu's default, `guest`, if none); for a
+    list of a cluster's nodes, the first's (each node is given the same user)."""
+    return parse_url(failover.nodes(amqp_uri)[0])["userid"] or "guest"
 
 
 def kombu_connection(amqp_uri: str, name: str, **transport_options: Any) -> kombu.Connection:

@@ -29,6 +29,7 @@ from shared.files import narrow_if_present, private_dir, private_file
 ROOT = Path(__file__).resolve().parent.parent
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*\"?([A-Za-z_][A-Za-z0-9_$]*)")
 _locks: dict[str, threading.RLock] = {}
 _locks_guard = threading.Lock()
 
@@ -50,8 +51,20 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def schema_in_url(url: str) -> str | None:
+    """The schema a PostgreSQL URL selects with `?options=-csearch_path%3D<schema>`, if any."""
+    options = sa.engine.make_url(normalise_url(url)).query.get("options")
+    for text in [options] if isinstance(options, str) else list(options or ()):
+        found = _SEARCH_PATH.search(text)
+        if found:
+            return found.group(1)
+    return None
+
+
 def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine:
-    """An engine set up for the event log. `schema` (PostgreSQL) isolates a service or a test."""
+    """An engine set up for the event log. `schema` (PostgreSQL) isolates a service or a test;
+    a schema given in the URL instead counts the same for the locks keyed by schema (the relay's
+    leader lock, the streams' advisory locks), so two logs in one database never share them."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
@@ -67,7 +80,7 @@ def make_engine(url: str, *, schema: str | None = None, **kwargs: Any) -> Engine
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     kwargs.setdefault("pool_pre_ping", False)
     engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
-    engine.info_schema = schema  # type: ignore[attr-defined]
+    engine.info_schema = schema or schema_in_url(url)  # type: ignore[attr-defined]
     return engine
 
 

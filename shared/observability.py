@@ -30,7 +30,6 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import amqp
 import sqlalchemy as sa
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
@@ -40,9 +39,10 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Response
 
+from shared import failover
 from shared import tables as t
 from shared.auth import Tokens
-from shared.broker import amqp_connection, connection_name
+from shared.broker import client_properties, connection_name
 from shared.chain import GENESIS
 from shared.consumer import consumer_stats
 from shared.dependencies import store_for
@@ -174,14 +174,18 @@ def broker_answers(
     amqp_uri: str, timeout: float = BROKER_TIMEOUT, *, name: str = "lavoro-health"
 ) -> str | None:
     """None if the broker accepts a connection (and our credentials), else why not. The
-    connection is named `name` and closed at once."""
-    conn = amqp_connection(amqp_uri, name, connect_timeout=timeout)
+    connection is named `name` and closed at once. With several nodes in `amqp_uri` (a
+    cluster), one that accepts is enough: the service's connections fail over to it."""
     try:
-        conn.connect()
-    except (OSError, amqp.exceptions.AMQPError) as exc:
-        return f"{type(exc).__name__}: {exc}".strip()
-    finally:
-        conn.collect()
+        conn, _node = failover.connect(
+            amqp_uri,
+            connect_timeout=timeout,
+            client_properties=client_properties(name),
+        )
+    except failover.CONNECT_ERRORS as exc:
+        notes = " (" + "; ".join(exc.__notes__) + ")" if getattr(exc, "__notes__", None) else ""
+        return f"{type(exc).__name__}: {exc}".strip() + notes
+    conn.collect()
     return None
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import amqp.exceptions
+import kombu.exceptions
+import structlog
 from kombu import Queue, binding
 from nameko.messaging import QueueConsumer
 from nameko.standalone.events import get_event_exchange
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from shared.consumer import EventDispatcher, HandlesEntrypoint
 
 PREFETCH_KEY = "LAVORO_PREFETCH_COUNT"
+_LOST_WITH_CONNECTION = (OSError, amqp.exceptions.AMQPError, kombu.exceptions.KombuError)
+_log = structlog.get_logger("lavoro.consumer")
 
 
 def queue_name(service: str, source: str) -> str:
@@ -49,6 +54,22 @@ class EventQueueConsumer(QueueConsumer):
 
     def handle_message(self, provider: Any, body: Any, message: Any) -> None:
         provider.handle_message(body, message)
+
+    def ack_message(self, message: Any) -> None:
+        # The connection can drop between the handler's commit and the ack (a node of the
+        # cluster stopping resets it mid-write; nameko lets that through, and the lane's crash
+        # would stop the container). The broker then redelivers the message on the next
+        # connection, and the inbox recognises it: nothing to do but say so.
+        try:
+            super().ack_message(message)
+        except _LOST_WITH_CONNECTION as exc:
+            _log.warning("ack lost with the connection; the broker redelivers", error=repr(exc))
+
+    def requeue_message(self, message: Any) -> None:
+        try:
+            super().requeue_message(message)
+        except _LOST_WITH_CONNECTION as exc:  # unacknowledged: back in the queue all the same
+            _log.warning("requeue lost with the connection", error=repr(exc))
 
     def consume(self, *args: Any, **kwargs: Any) -> Any:
         # The loop looks at stop requests between waits for the broker: every 0.1 s instead of

@@ -47,8 +47,9 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from shared import failover
 from shared import tables as t
-from shared.broker import amqp_connection, broker_user, connection_name
+from shared.broker import broker_user, client_properties, connection_name
 from shared.clock import UTC
 from shared.db import is_sqlite, write_transaction
 from shared.dependencies import log_for
@@ -128,6 +129,7 @@ class Relay:
         )
         self._conn: amqp.Connection | None = None
         self._channel: Any = None
+        self._node = 0  # which of AMQP_URI's nodes the relay connects to first
         self._next_tag = 1
         self._unconfirmed: set[int] = set()
         self._nacked: set[int] = set()
@@ -440,8 +442,13 @@ class Relay:
     # -- broker connection -------------------------------------------------------------------
 
     def _connect(self) -> None:
-        conn = amqp_connection(self.amqp_uri, self.connection_name)
-        conn.connect()
+        # AMQP_URI may list a cluster's nodes: start with the one that served last.
+        conn, self._node = failover.connect(
+            self.amqp_uri,
+            first=self._node,
+            connect_timeout=10,
+            client_properties=client_properties(self.connection_name),
+        )
         try:
             channel = conn.channel()
             # Exactly nameko's event exchange (nameko.standalone.events.get_event_exchange): a
@@ -460,7 +467,11 @@ class Relay:
         self._conn, self._channel = conn, channel
         self._next_tag = 1  # delivery tags count from 1 on every channel put in confirm mode
         self._unconfirmed, self._nacked = set(), set()
-        self._logger.info("relay.connected", connection_name=self.connection_name)
+        self._logger.info(
+            "relay.connected",
+            connection_name=self.connection_name,
+            node=failover.describe(failover.nodes(self.amqp_uri)[self._node]),
+        )
 
     def _read_pending(self) -> None:
         """Read what the broker sent while the relay was idle (a pass after a quiet poll

@@ -45,8 +45,7 @@ def run(
 
     Example: lavoro run
     """
-    from kombu.utils.url import sanitize_url
-
+    from shared import failover
     from shared.config import amqp_uri, log_format
     from shared.observability import broker_answers, local_url
     from shared.runner import (
@@ -63,7 +62,7 @@ def run(
     uri = amqp_uri()
     refused = broker_answers(uri, timeout=3.0, name="lavoro-run")
     if refused is not None:
-        fail(f"RabbitMQ does not answer at {sanitize_url(uri)} ({refused}): {BROKER_HELP}")
+        fail(f"RabbitMQ does not answer at {failover.describe(uri)} ({refused}): {BROKER_HELP}")
     specs = services.available()
     if not specs:
         typer.echo("no service is built yet: nothing to start (see shared/services.py)")
