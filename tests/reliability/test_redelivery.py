@@ -132,6 +132,13 @@ def test_every_message_delivered_twice_changes_nothing(figures, tmp_path, unique
             load.run()
             expected = load.expected()
             settle(system, expected)
+            # The books can settle before the relays have published their last events (their
+            # checkpoints trail the logs): wait for every event to be copied, then drained.
+            wait_for(
+                lambda: sum(doubler.copies.values()) >= system.events(),
+                120,
+                "every event of both logs published a second time",
+            )
             doubler.wait_drained(60)
             for service in SERVICES:
                 replica = system.replica(service)
