@@ -12,8 +12,15 @@ T = TypeVar("T")
 POLL_INTERVAL = 0.01
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
-    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    message: str = "condition",
+    *,
+    interval: float = POLL_INTERVAL,
+) -> T:
+    """Poll `predicate` every `interval` seconds until it returns a truthy value; fail the test
+    after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -21,7 +28,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, message: str = "
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        eventlet.sleep(POLL_INTERVAL)  # yield to the greenlets doing the work, then look again
+        eventlet.sleep(interval)  # yield to the greenlets doing the work, then look again
 
 
 def rabbitmq_connection_pids(connection_name: str) -> list[str]:

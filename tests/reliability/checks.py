@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from shared import tables as t
 from shared.records import RecordedEvent
 from tests.helpers import wait_for
+from tests.reliability.figures import Figures
 from tests.reliability.load import AWARD, LINE, Client, Expected
 from tests.reliability.system import System
 
@@ -279,3 +280,13 @@ def _calls_money(found: Findings, system: System, expected: Expected, client: Cl
 def _first(system: System, service: str) -> Any:
     replica = system.replica(service)
     return lambda: replica.base
+
+
+def examined(system: System, expected: Expected, client: Client, figures: Figures) -> Findings:
+    """`examine` once the load has settled, its counts written into the scenario's figures."""
+    found = examine(system, expected, client)
+    figures.events = system.events()
+    figures.commands = client.tally.commands
+    figures.lost, figures.doubled = len(found.lost), len(found.doubled)
+    figures.invariant_breaks = len(found.broken)
+    return found

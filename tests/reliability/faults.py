@@ -31,6 +31,8 @@ from tests.reliability.load import Load
 from tests.reliability.rabbit import NamedConnections
 from tests.reliability.system import SERVICES, System
 
+FAULT_DUE_WITHIN = 600.0  # seconds the load may take to reach a fault's number of events
+
 FAULT_TIMEOUT = 60.0
 
 
@@ -150,13 +152,17 @@ class Chaos:
 
     def _run(self, load_finished: Callable[[], bool]) -> None:
         for threshold, fault in self.plan:
-            while self.system.events() < threshold:
-                if load_finished():
+
+            def due(threshold: int = threshold) -> bool:
+                events = self.system.events()
+                if events < threshold and load_finished():
                     raise AssertionError(
-                        f"the load ended at {self.system.events()} events, before the fault "
-                        f"planned at {threshold}"
+                        f"the load ended at {events} events, before the fault planned at "
+                        f"{threshold}"
                     )
-                eventlet.sleep(0.2)
+                return events >= threshold
+
+            wait_for(due, FAULT_DUE_WITHIN, f"{threshold} events, the next fault's", interval=0.2)
             fault()
             self.done += 1
 

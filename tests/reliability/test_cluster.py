@@ -11,7 +11,7 @@ import pytest
 
 from tests import infra
 from tests.helpers import wait_for
-from tests.reliability.checks import examine, settle
+from tests.reliability.checks import examined, settle
 from tests.reliability.faults import Chaos, connection_names
 from tests.reliability.load import Client, Load
 from tests.reliability.rabbit import Cluster, NamedConnections, server_binary
@@ -95,10 +95,6 @@ def test_a_node_stopped_mid_load_and_started_again(figures, cluster, system):
     expected = load.expected()
     settle(system, expected)
 
-    found = examine(system, expected, client)
-    figures.events = system.events()
-    figures.commands = client.tally.commands
-    figures.lost, figures.doubled = len(found.lost), len(found.doubled)
-    figures.invariant_breaks = len(found.broken)
+    found = examined(system, expected, client, figures)
     assert found.describe() == "nothing"
     assert chaos.done == 2

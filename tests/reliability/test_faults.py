@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import infra
-from tests.reliability.checks import examine, settle
+from tests.reliability.checks import examined, settle
 from tests.reliability.faults import Chaos, Faults, connection_names
 from tests.reliability.load import Client, Load
 from tests.reliability.rabbit import SHARED, NamedConnections, throwaway_vhost
@@ -72,11 +72,7 @@ def test_ten_thousand_events_through_kills_closes_and_ended_sessions(system, fig
     expected = load.expected()
     settle(system, expected)
 
-    found = examine(system, expected, client)
-    figures.events = system.events()
-    figures.commands = client.tally.commands
-    figures.lost, figures.doubled = len(found.lost), len(found.doubled)
-    figures.invariant_breaks = len(found.broken)
+    found = examined(system, expected, client, figures)
     assert found.describe() == "nothing", "\n".join(faults.notes)
     assert figures.events >= MIN_EVENTS
     assert chaos.done == len(chaos.plan)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import infra
 from tests.helpers import wait_for
-from tests.reliability.checks import HANDLED, examine, settle
+from tests.reliability.checks import HANDLED, examined, settle
 from tests.reliability.load import Client, Load
 from tests.reliability.rabbit import throwaway_vhost
 from tests.reliability.system import SERVICES, System
@@ -151,11 +151,7 @@ def test_every_message_delivered_twice_changes_nothing(figures, tmp_path, unique
                 )
             settle(system, expected)
 
-            found = examine(system, expected, client)
-            figures.events = system.events()
-            figures.commands = client.tally.commands
-            figures.lost, figures.doubled = len(found.lost), len(found.doubled)
-            figures.invariant_breaks = len(found.broken)
+            found = examined(system, expected, client, figures)
             copies = sum(doubler.copies.values())
             figures.notes.append(
                 f"published {copies} copies; the consumers dropped "
